@@ -1,0 +1,110 @@
+#!/bin/bash
+# The mini Slurm cluster, driven from the host.
+#
+#   cluster.sh up        build the image if needed (offline too) and start the cluster; waits until ready
+#   cluster.sh down      remove the container
+#   cluster.sh status    sinfo, squeue and the accounting associations
+#   cluster.sh logs      daemon logs, sinfo, squeue and sacct (what CI prints when something fails)
+#   cluster.sh exec [-u USER] CMD...   run a command inside the cluster (default user: alice)
+#
+# Environment: SLURMFLOW_MINI_NAME (container, default slurmflow-mini),
+# SLURMFLOW_MINI_SHARED (host folder mounted at the same path inside, for run directories),
+# SLURMFLOW_MINI_BASE (base image; default debian:trixie, built with debootstrap when not present).
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+name=${SLURMFLOW_MINI_NAME:-slurmflow-mini}
+image=${SLURMFLOW_MINI_IMAGE:-slurmflow/mini-cluster:24.11}
+base=${SLURMFLOW_MINI_BASE:-debian:trixie}
+local_base=slurmflow/debian:trixie
+shared=${SLURMFLOW_MINI_SHARED:-$repo/.mini}
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+log() { echo "[cluster] $*" >&2; }
+
+ensure_docker() {
+  docker info >/dev/null 2>&1 && return 0
+  if ! command -v dockerd >/dev/null 2>&1; then
+    log "installing docker.io"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+  fi
+  if ! docker info >/dev/null 2>&1; then
+    log "starting dockerd"
+    (setsid dockerd >/var/log/slurmflow-dockerd.log 2>&1 &)
+    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && return 0; sleep 0.5; done
+    log "dockerd did not start; see /var/log/slurmflow-dockerd.log"; tail -20 /var/log/slurmflow-dockerd.log >&2; exit 1
+  fi
+}
+
+# No registry may be reachable: use the base image if present, else try to pull it, else make it
+# from Debian's packages with debootstrap and import it.
+ensure_base() {
+  if docker image inspect "$base" >/dev/null 2>&1; then echo "$base"; return; fi
+  if timeout 60 docker pull -q "$base" >/dev/null 2>&1; then echo "$base"; return; fi
+  if docker image inspect "$local_base" >/dev/null 2>&1; then echo "$local_base"; return; fi
+  command -v debootstrap >/dev/null 2>&1 || {
+    log "installing debootstrap"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
+  local root; root=$(mktemp -d)
+  log "building base image $local_base with debootstrap (no registry reachable)"
+  debootstrap --variant=minbase trixie "$root" "$mirror" >"$root.log" 2>&1 || { tail -20 "$root.log" >&2; exit 1; }
+  tar -C "$root" -c . | docker import - "$local_base" >/dev/null
+  rm -rf "$root" "$root.log"
+  echo "$local_base"
+}
+
+build() {
+  local b; b=$(ensure_base)
+  mkdir -p "$here/.build"
+  local ca; ca=$(python3 -c 'import ssl; print(ssl.get_default_verify_paths().cafile or "")' 2>/dev/null || true)
+  for f in "${PIP_CERT:-}" "${SSL_CERT_FILE:-}" "$ca" /etc/ssl/certs/ca-certificates.crt; do
+    [ -n "$f" ] && [ -s "$f" ] && { cp "$f" "$here/.build/host-ca.crt"; break; }
+  done
+  [ -s "$here/.build/host-ca.crt" ] || : > "$here/.build/host-ca.crt"
+  log "building $image from $b"
+  # Host networking for the build only: apt and pip fetch packages; the cluster itself runs offline.
+  docker build -q --network host --build-arg "BASE_IMAGE=$b" -t "$image" "$here" >/dev/null
+}
+
+dump() {
+  echo "===== docker ps"; docker ps -a --filter "name=^${name}$" || true
+  echo "===== container output"; docker logs --tail 100 "$name" 2>&1 || true
+  for f in slurmctld slurmdbd slurmd-gpu1 slurmd-gpu2 slurmd-cpu1; do
+    echo "===== $f.log (tail)"; docker exec "$name" tail -n 60 "/var/log/slurm/$f.log" 2>&1 || true
+  done
+  echo "===== sinfo"; docker exec "$name" sinfo -N -l 2>&1 || true
+  echo "===== squeue"; docker exec "$name" squeue -a 2>&1 || true
+  echo "===== sacct"; docker exec "$name" sacct -a -X -S now-2hours -o JobID,User,Account,State,ExitCode,NodeList,Reason%30 2>&1 | tail -n 80 || true
+}
+
+up() {
+  ensure_docker
+  build
+  docker rm -f "$name" >/dev/null 2>&1 || true
+  mkdir -p "$shared"; chmod 1777 "$shared"
+  # A network of the cluster's own, internal (no route out): Slurm needs a non-loopback interface
+  # for its address lookups, and the daemons talk to each other only inside the container.
+  docker network inspect "$name-net" >/dev/null 2>&1 || docker network create --internal "$name-net" >/dev/null
+  docker run -d --name "$name" --hostname mini --network "$name-net" \
+    -v "$repo:/src:ro" -v "$shared:$shared" \
+    --label org.slurmflow.mini=1 "$image" >/dev/null
+  if ! docker exec "$name" cluster-ready --wait "${SLURMFLOW_MINI_TIMEOUT:-180}"; then
+    log "cluster did not become ready"; dump >&2; exit 1
+  fi
+  log "ready: $name (Slurm $(docker exec "$name" sinfo -V | awk '{print $2}'))"
+}
+
+case "${1:-}" in
+  up) up;;
+  down) docker rm -f "$name" >/dev/null 2>&1 || true; docker network rm "$name-net" >/dev/null 2>&1 || true;;
+  ready) docker exec "$name" cluster-ready;;
+  status)
+    docker exec "$name" sinfo -o '%P %a %D %N %T %G'
+    docker exec "$name" squeue -a
+    docker exec "$name" sacctmgr -n show assoc format=Cluster,Account,User,GrpTRES%30,GrpTRESMins%30,MaxJobs,MaxSubmit;;
+  logs) dump;;
+  exec)
+    shift; user=alice
+    if [ "${1:-}" = -u ]; then user=$2; shift 2; fi
+    exec docker exec -i -u "$user" "$name" "$@";;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2;;
+esac

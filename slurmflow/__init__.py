@@ -1,0 +1,46 @@
+"""slurmflow: Hydra experiments to Slurm job-array dependency graphs, submitted at once."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from slurmflow.backends import Backend, FakeSlurm, SlurmCLI
+from slurmflow.errors import (
+    CommandError,
+    CommandTimeout,
+    ControllerUnavailable,
+    SlurmError,
+    SlurmflowError,
+    SubmissionAmbiguous,
+    UsageError,
+)
+from slurmflow.model import ClusterConfig, Dependency, DepClause, DepKind, JobInfo, JobSpec, JobState, QueryResult
+from slurmflow.runner import FunctionRunner, Runner, SubprocessRunner
+
+try:
+    __version__ = version("slurmflow")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "ClusterConfig",
+    "CommandError",
+    "CommandTimeout",
+    "ControllerUnavailable",
+    "DepClause",
+    "DepKind",
+    "Dependency",
+    "FakeSlurm",
+    "FunctionRunner",
+    "JobInfo",
+    "JobSpec",
+    "JobState",
+    "QueryResult",
+    "Runner",
+    "SlurmCLI",
+    "SlurmError",
+    "SlurmflowError",
+    "SubmissionAmbiguous",
+    "SubprocessRunner",
+    "UsageError",
+    "__version__",
+]

@@ -1,0 +1,3 @@
+from slurmflow.cli import main
+
+raise SystemExit(main())

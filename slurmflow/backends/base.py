@@ -1,0 +1,32 @@
+"""The Backend protocol: what slurmflow needs from a scheduler, and nothing more."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from slurmflow.model import ClusterConfig, Dependency, JobSpec, QueryResult
+
+
+class Backend(Protocol):
+    def submit(self, spec: JobSpec, script_path: str | None = None) -> str:
+        """Submit one job or array; return its job id. Raises SubmissionAmbiguous when Slurm may
+        have created the job without saying so (reconcile by name before submitting again)."""
+        ...
+
+    def query(self, job_ids: Sequence[str] = (), *, name: str | None = None) -> QueryResult:
+        """Jobs and array tasks (one row per task) by id or by job name, in one batched call."""
+        ...
+
+    def cancel(self, job_ids: Sequence[str]) -> None: ...
+
+    def requeue(self, job_ids: Sequence[str]) -> None:
+        """Put finished or running jobs back in the queue with the same id (restart count + 1)."""
+        ...
+
+    def update_dependency(self, job_id: str, dependency: Dependency | None) -> None:
+        """Replace a pending job's dependency (None clears it). This is how a child left with
+        DependencyNeverSatisfied is revived once its requeued parent can succeed."""
+        ...
+
+    def config(self) -> ClusterConfig: ...

@@ -1,0 +1,74 @@
+"""The Backend over Slurm's command-line tools, through one Runner."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from slurmflow import sbatch, slurm_text
+from slurmflow.errors import AccountingUnavailable, CommandError, SlurmError
+from slurmflow.model import ClusterConfig, Dependency, JobSpec, QueryResult
+from slurmflow.runner import Completed, Runner, SubprocessRunner
+
+
+class SlurmCLI:
+    """Backend driving sbatch, squeue, sacct, scancel and scontrol."""
+
+    def __init__(self, runner: Runner | None = None, *, timeout: float = 60.0) -> None:
+        self.runner: Runner = runner or SubprocessRunner()
+        self.timeout = timeout
+
+    def _run(self, argv: Sequence[str], *, input: str | None = None) -> Completed:
+        try:
+            return self.runner.run(argv, input=input, timeout=self.timeout)
+        except CommandError as exc:
+            raise slurm_text.classify(exc) from exc
+
+    def submit(self, spec: JobSpec, script_path: str | None = None) -> str:
+        script = None if script_path else sbatch.render_script(spec)
+        done = self._run(sbatch.argv(spec, script_path), input=script)
+        return slurm_text.parse_sbatch(done.stdout)
+
+    def query(self, job_ids: Sequence[str] = (), *, name: str | None = None) -> QueryResult:
+        if not job_ids and not name:
+            raise ValueError("query needs job ids or a job name")
+        # Base ids are enough: squeue and sacct expand an array id into its tasks.
+        bases = sorted({j.split("_", 1)[0] for j in job_ids}, key=int)
+        controller = self._squeue(bases, name)
+        try:
+            accounting = slurm_text.parse_sacct(self._run(slurm_text.sacct_argv(bases, name=name)).stdout)
+        except AccountingUnavailable:
+            return QueryResult(tuple(controller), accounting_available=False)
+        merged = slurm_text.merge_views(controller, accounting)
+        if job_ids:
+            wanted = set(job_ids)
+            merged = [j for j in merged if j.job_id in wanted or j.base_id in wanted]
+        return QueryResult(tuple(merged))
+
+    def _squeue(self, bases: Sequence[str], name: str | None) -> list[slurm_text.JobInfo]:
+        try:
+            out = self._run(slurm_text.squeue_argv(bases, name=name)).stdout
+        except SlurmError as exc:
+            # squeue exits 1 when EVERY listed id is unknown to the controller (all older than
+            # MinJobAge): that is "nothing live", not a failure.
+            if "invalid job id" in (exc.stderr + exc.stdout).lower():
+                return []
+            raise
+        return slurm_text.parse_squeue(out)
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        if job_ids:
+            self._run(["scancel", *job_ids])
+
+    def requeue(self, job_ids: Sequence[str]) -> None:
+        if job_ids:
+            self._run(["scontrol", "requeue", ",".join(job_ids)])
+
+    def update_dependency(self, job_id: str, dependency: Dependency | None) -> None:
+        value = sbatch.render_dependency(dependency) if dependency else ""
+        self._run(["scontrol", "update", f"JobId={job_id}", f"Dependency={value}"])
+
+    def config(self) -> ClusterConfig:
+        return slurm_text.parse_config(self._run(["scontrol", "show", "config"]).stdout)
+
+    def nodes(self) -> list[dict[str, str | int]]:
+        return slurm_text.parse_sinfo(self._run(slurm_text.SINFO_ARGV).stdout)

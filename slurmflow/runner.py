@@ -1,0 +1,131 @@
+"""The one place slurmflow starts a subprocess: argv lists only, a timeout on every call, typed errors.
+
+`Runner` is a protocol so tests can pass `FunctionRunner(handler)`, a runner that is just a
+function from argv to a result (replaying recorded Slurm output), the way a mock transport works.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from slurmflow.errors import CommandError, CommandNotFound, CommandTimeout
+
+
+@dataclass(frozen=True)
+class Completed:
+    """A finished command."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float = 0.0
+
+
+class Runner(Protocol):
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> Completed: ...
+
+
+def _check_argv(argv: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(argv, str):
+        # A string here means someone built a shell command line: refuse it.
+        raise TypeError("argv must be a sequence of strings, not a string")
+    items = tuple(argv)
+    if not items or not all(isinstance(a, str) for a in items):
+        raise TypeError(f"argv must be a non-empty sequence of strings: {items!r}")
+    if any("\0" in a for a in items):
+        raise ValueError("argv items must not contain NUL bytes")
+    return items
+
+
+@dataclass
+class SubprocessRunner:
+    """Runs argv with subprocess, never through a shell.
+
+    `prefix` is prepended to every argv, e.g. ("docker", "exec", "-i", "-u", "alice", "slurmflow-mini")
+    to run Slurm commands inside the mini cluster, or ("ssh", "login1") for a remote login node.
+    """
+
+    prefix: tuple[str, ...] = ()
+    timeout: float = 60.0
+    env: Mapping[str, str] | None = None
+    calls: int = field(default=0, init=False)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> Completed:
+        full = self.prefix + _check_argv(argv)
+        limit = self.timeout if timeout is None else timeout
+        env = None if self.env is None else {**os.environ, **self.env}
+        self.calls += 1
+        start = time.monotonic()
+        try:
+            proc = subprocess.run(
+                full,
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=limit,
+                env=env,
+                check=False,
+                # No stdin from our terminal: a command that would prompt fails instead of hanging.
+                stdin=None if input is not None else subprocess.DEVNULL,
+            )
+        except FileNotFoundError as exc:
+            raise CommandNotFound(full, None, "", str(exc), note=f"{full[0]} not found on PATH") from exc
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+            raise CommandTimeout(full, None, out, err, note=f"timed out after {limit:g} s") from exc
+        done = Completed(full, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
+        if check and proc.returncode != 0:
+            raise CommandError(full, proc.returncode, proc.stdout, proc.stderr)
+        return done
+
+
+Handler = Callable[[tuple[str, ...], "str | None"], "Completed | tuple[int, str, str]"]
+
+
+@dataclass
+class FunctionRunner:
+    """A runner that calls `handler(argv, input)` instead of a process: for tests and replays.
+
+    The handler returns a Completed or a (returncode, stdout, stderr) tuple. Every call is kept
+    in `calls`, so a test can assert exactly which commands were issued.
+    """
+
+    handler: Handler
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> Completed:
+        items = _check_argv(argv)
+        self.calls.append(items)
+        got = self.handler(items, input)
+        done = got if isinstance(got, Completed) else Completed(items, got[0], got[1], got[2])
+        if check and done.returncode != 0:
+            raise CommandError(items, done.returncode, done.stdout, done.stderr)
+        return done

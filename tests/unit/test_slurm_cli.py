@@ -1,0 +1,107 @@
+"""SlurmCLI against recorded output through a FunctionRunner: which commands, how parsed, how errors map."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from slurmflow.backends.slurm_cli import SlurmCLI
+from slurmflow.errors import ControllerUnavailable, SlurmError, SubmissionAmbiguous
+from slurmflow.model import Dependency, DepKind, JobSpec, JobState
+from slurmflow.runner import FunctionRunner
+
+FIX = Path(__file__).parent.parent / "fixtures" / "slurm" / "24.11"
+
+
+def recorded(name: str) -> str:
+    return (FIX / name).read_text()
+
+
+def replay(squeue: tuple[int, str, str], sacct: tuple[int, str, str]) -> FunctionRunner:
+    def handler(argv: tuple[str, ...], stdin: str | None) -> tuple[int, str, str]:
+        return {"squeue": squeue, "sacct": sacct}[argv[0]]
+
+    return FunctionRunner(handler)
+
+
+def test_submit_sends_script_on_stdin() -> None:
+    seen: list[str | None] = []
+
+    def handler(argv: tuple[str, ...], stdin: str | None) -> tuple[int, str, str]:
+        seen.append(stdin)
+        return 0, "77\n", ""
+
+    backend = SlurmCLI(FunctionRunner(handler))
+    spec = JobSpec(name="a", script="echo hi", dependency=Dependency.on(DepKind.AFTER_OK, "5"))
+    assert backend.submit(spec) == "77"
+    assert seen == ["#!/bin/bash\necho hi\n"]
+    assert backend.submit(spec, "/x.sh") == "77" and seen[-1] is None
+
+
+def test_submit_errors_are_classified() -> None:
+    backend = SlurmCLI(FunctionRunner(lambda a, i: (1, "", "sbatch: error: Socket timed out on send/recv operation")))
+    with pytest.raises(SubmissionAmbiguous):
+        backend.submit(JobSpec(name="a", script="true"))
+    backend = SlurmCLI(FunctionRunner(lambda a, i: (1, "", recorded("sbatch_bad_dependency.err"))))
+    with pytest.raises(SlurmError, match="Job dependency problem"):
+        backend.submit(JobSpec(name="a", script="true"))
+
+
+def test_query_merges_controller_and_accounting() -> None:
+    runner = replay((0, recorded("squeue_array_corr.txt"), ""), (0, recorded("sacct_array_corr.txt"), ""))
+    result = SlurmCLI(runner).query(["4"])
+    assert result.accounting_available
+    assert [j.job_id for j in result.jobs] == ["4_0", "4_1", "4_2", "4_3"]
+    assert result.by_id()["4_2"].state is JobState.CANCELLED
+    # One squeue and one sacct for the whole batch, on base ids.
+    assert [c[0] for c in runner.calls] == ["squeue", "sacct"]
+    assert "--jobs=4" in runner.calls[0] and "--jobs=4" in runner.calls[1]
+
+
+def test_query_filters_task_ids() -> None:
+    runner = replay((0, recorded("squeue_array_corr.txt"), ""), (0, recorded("sacct_array_corr.txt"), ""))
+    assert [j.job_id for j in SlurmCLI(runner).query(["2_2", "3"]).jobs] == ["2_2", "3"]
+
+
+def test_query_all_ids_forgotten_by_controller() -> None:
+    runner = replay((1, "", recorded("squeue_invalid_id.err")), (0, recorded("sacct_array_corr.txt"), ""))
+    result = SlurmCLI(runner).query(["2"])
+    assert {j.job_id for j in result.jobs} == {"2_0", "2_1", "2_2", "2_3"}
+
+
+def test_query_without_accounting_degrades() -> None:
+    dbd_down = (1, "", "sacct: error: _open_persist_conn: failed to open persistent connection to host:localhost:6819")
+    result = SlurmCLI(replay((0, recorded("squeue_pending_array.txt"), ""), dbd_down)).query(["12"])
+    assert not result.accounting_available and len(result.jobs) == 6
+
+
+def test_query_controller_down_raises() -> None:
+    down = (1, "", "squeue: error: Unable to contact slurm controller (connect failure)")
+    with pytest.raises(ControllerUnavailable):
+        SlurmCLI(replay(down, (0, "", ""))).query(["1"])
+
+
+def test_cancel_requeue_update_argv() -> None:
+    runner = FunctionRunner(lambda a, i: (0, "", ""))
+    backend = SlurmCLI(runner)
+    backend.cancel(["1", "2_3"])
+    backend.requeue(["4_2", "5"])
+    backend.update_dependency("6", Dependency.on(DepKind.AFTER_OK, "5"))
+    backend.update_dependency("6", None)
+    backend.cancel([])
+    assert runner.calls == [
+        ("scancel", "1", "2_3"),
+        ("scontrol", "requeue", "4_2,5"),
+        ("scontrol", "update", "JobId=6", "Dependency=afterok:5"),
+        ("scontrol", "update", "JobId=6", "Dependency="),
+    ]
+
+
+def test_config_and_nodes() -> None:
+    def handler(argv: tuple[str, ...], stdin: str | None) -> tuple[int, str, str]:
+        return 0, recorded("scontrol_show_config.txt" if argv[0] == "scontrol" else "sinfo.txt"), ""
+
+    backend = SlurmCLI(FunctionRunner(handler))
+    assert backend.config().max_array_size == 1001
+    assert sum(int(n["gpus"]) for n in backend.nodes()) == 8
