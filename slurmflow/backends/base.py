@@ -20,8 +20,9 @@ class Backend(Protocol):
 
     def cancel(self, job_ids: Sequence[str]) -> None: ...
 
-    def requeue(self, job_ids: Sequence[str]) -> None:
-        """Put finished or running jobs back in the queue with the same id (restart count + 1)."""
+    def requeue(self, job_ids: Sequence[str], *, start_now: bool = False) -> None:
+        """Put finished or running jobs back in the queue with the same id (restart count + 1).
+        Slurm holds a requeued job ~120 s (reason BeginTime); start_now lifts that hold."""
         ...
 
     def update_dependency(self, job_id: str, dependency: Dependency | None) -> None:

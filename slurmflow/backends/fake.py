@@ -67,6 +67,9 @@ class _Task:
     restarts: int = 0
     cancelled_by: str | None = None
     outcome: Outcome = Outcome()
+    # Once Slurm finds a dependency unsatisfiable it remembers that: a requeued parent that later
+    # succeeds does not revive the child; only a dependency update does (verified on 22.05 and 24.11).
+    dep_failed: bool = False
 
     @property
     def gpus(self) -> int:
@@ -149,11 +152,13 @@ class FakeSlurm:
                 t.cancelled_by = self.user
         self._schedule()
 
-    def requeue(self, job_ids: Sequence[str]) -> None:
+    def requeue(self, job_ids: Sequence[str], *, start_now: bool = False) -> None:
         for t in self._select(job_ids):
             if t.state is JobState.PENDING:
                 raise SlurmError(["scontrol", "requeue"], 1, "", "Requested operation is presently disabled")
             self._requeue(t)
+            if start_now:
+                t.eligible = self.now
         self._schedule()
 
     def update_dependency(self, job_id: str, dependency: Dependency | None) -> None:
@@ -162,6 +167,7 @@ class FakeSlurm:
             raise SlurmError(["scontrol", "update"], 1, "", "Job is no longer pending execution")
         for t in targets:
             t.dependency = dependency
+            t.dep_failed = False
             t.reason = "None"
         self._schedule()
 
@@ -256,8 +262,9 @@ class FakeSlurm:
         for t in sorted(self.tasks.values(), key=lambda x: (int(x.array_job_id or x.job_id), x.index or 0)):
             if t.state is not JobState.PENDING:
                 continue
-            status = self._dep_status(t)
+            status = False if t.dep_failed else self._dep_status(t)
             if status is False:
+                t.dep_failed = True
                 if t.spec.kill_on_invalid_dep:
                     self._end(t, JobState.CANCELLED, 0, 0)
                 t.reason = "DependencyNeverSatisfied"

@@ -59,9 +59,14 @@ class SlurmCLI:
         if job_ids:
             self._run(["scancel", *job_ids])
 
-    def requeue(self, job_ids: Sequence[str]) -> None:
-        if job_ids:
-            self._run(["scontrol", "requeue", ",".join(job_ids)])
+    def requeue(self, job_ids: Sequence[str], *, start_now: bool = False) -> None:
+        if not job_ids:
+            return
+        self._run(["scontrol", "requeue", ",".join(job_ids)])
+        if start_now:
+            # The owner may move a pending job's begin time forward (verified on 24.11).
+            for job_id in job_ids:
+                self._run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
 
     def update_dependency(self, job_id: str, dependency: Dependency | None) -> None:
         value = sbatch.render_dependency(dependency) if dependency else ""

@@ -87,12 +87,15 @@ def test_cancel_requeue_update_argv() -> None:
     backend = SlurmCLI(runner)
     backend.cancel(["1", "2_3"])
     backend.requeue(["4_2", "5"])
+    backend.requeue(["7"], start_now=True)
     backend.update_dependency("6", Dependency.on(DepKind.AFTER_OK, "5"))
     backend.update_dependency("6", None)
     backend.cancel([])
     assert runner.calls == [
         ("scancel", "1", "2_3"),
         ("scontrol", "requeue", "4_2,5"),
+        ("scontrol", "requeue", "7"),
+        ("scontrol", "update", "JobId=7", "StartTime=now"),
         ("scontrol", "update", "JobId=6", "Dependency=afterok:5"),
         ("scontrol", "update", "JobId=6", "Dependency="),
     ]

@@ -1,0 +1,123 @@
+"""The Backend contract. Each scenario runs against FakeSlurm (always) and the real mini cluster
+(integration tier): the fake is trusted only where both pass. Outcomes are read back from the
+scheduler itself (squeue and sacct on the real cluster)."""
+
+from __future__ import annotations
+
+import pytest
+
+from slurmflow.errors import SlurmError
+from slurmflow.model import Dependency, DepKind, JobState
+from tests.contract.harness import Harness, Jobs, Work, all_final, states
+
+CD, F, CA, PD = JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.PENDING
+FAIL_2 = Work(seconds=1, fail_tasks=frozenset({2}))
+
+
+def tasks(job_id: str, n: int = 4) -> list[str]:
+    return [f"{job_id}_{i}" for i in range(n)]
+
+
+def stuck(job_id: str) -> object:
+    return lambda jobs: jobs[job_id].state is PD and jobs[job_id].reason == "DependencyNeverSatisfied"
+
+
+def test_gpu_array_task_failure_is_per_task(harness: Harness) -> None:
+    a = harness.submit("arr", FAIL_2, array="0-3", gpus_per_task=1)
+    jobs = harness.wait(a, all_final(4), 120, "array finished")
+    assert states(jobs, tasks(a)) == [CD, CD, F, CD]
+    assert jobs[f"{a}_2"].exit_code == 3
+    assert all(j.nodes and j.nodes.startswith("gpu") for j in jobs.values())
+    assert {j.user for j in jobs.values()} == {"alice"}
+
+
+def test_afterok_child_never_runs_and_afternotok_handler_runs(harness: Harness) -> None:
+    a = harness.submit("parent", FAIL_2, array="0-3", gpus_per_task=1)
+    child = harness.submit("child", Work(), dependency=Dependency.on(DepKind.AFTER_OK, a), kill_on_invalid_dep=False)
+    handler = harness.submit("handler", Work(), dependency=Dependency.on(DepKind.AFTER_NOT_OK, a))
+    final = harness.submit("finally", Work(), dependency=Dependency.on(DepKind.AFTER_ANY, a))
+    assert harness.wait(handler, all_final(1), 120, "handler finished")[handler].state is CD
+    assert harness.wait(final, all_final(1), 60, "afterany finished")[final].state is CD
+    jobs = harness.wait(child, stuck(child), 60, "child stuck")  # type: ignore[arg-type]
+    assert jobs[child].state is PD  # without --kill-on-invalid-dep it would pend forever
+
+
+def test_kill_on_invalid_dep_cancels_the_child(harness: Harness) -> None:
+    a = harness.submit("parent", Work(fail=True))
+    child = harness.submit("child", Work(), dependency=Dependency.on(DepKind.AFTER_OK, a))
+    jobs = harness.wait(child, all_final(1), 120, "child cancelled")
+    assert jobs[child].state is CA and jobs[child].reason == "DependencyNeverSatisfied"
+
+
+def test_aftercorr_pairs_tasks(harness: Harness) -> None:
+    a = harness.submit("train", FAIL_2, array="0-3", gpus_per_task=1)
+    ev = harness.submit("eval", Work(), array="0-3", dependency=Dependency.on(DepKind.AFTER_CORR, a))
+    jobs = harness.wait(ev, all_final(4), 120, "eval array finished")
+    assert states(jobs, tasks(ev)) == [CD, CD, CA, CD]
+    assert jobs[f"{ev}_2"].reason == "DependencyNeverSatisfied"
+    assert jobs[f"{ev}_2"].nodes is None  # it never ran
+
+
+def test_requeue_does_not_revive_a_child_but_a_dependency_update_does(harness: Harness) -> None:
+    parent = harness.submit("parent", Work(fail=True, succeed_after_restart=True))
+    child = harness.submit("child", Work(), dependency=Dependency.on(DepKind.AFTER_OK, parent), kill_on_invalid_dep=False)
+    harness.wait(child, stuck(child), 120, "child stuck")  # type: ignore[arg-type]
+    assert harness.jobs(parent)[parent].state is F
+
+    harness.backend.requeue([parent], start_now=True)
+    jobs = harness.wait(parent, lambda j: j[parent].state is CD, 120, "requeued parent succeeded")
+    assert jobs[parent].restarts == 1
+    # Slurm's trap: the parent succeeded, yet the child stays stuck until it is rewired.
+    assert stuck(child)(harness.wait(child, lambda j: True, 5, "any"))  # type: ignore[operator]
+
+    harness.backend.update_dependency(child, Dependency.on(DepKind.AFTER_OK, parent))
+    assert harness.wait(child, all_final(1), 120, "revived child finished")[child].state is CD
+
+
+def test_singleton_runs_one_at_a_time(harness: Harness) -> None:
+    first = harness.submit("single", Work(seconds=6))
+    second = harness.submit("single", Work(seconds=1), dependency=Dependency.on(DepKind.SINGLETON))
+    harness.wait(first, lambda j: j[first].state is JobState.RUNNING, 60, "first running")
+    jobs = harness.jobs(second)
+    assert jobs[second].state is PD and jobs[second].reason == "Dependency"
+    assert harness.wait(second, all_final(1), 120, "second finished")[second].state is CD
+    assert harness.jobs(first)[first].state is CD
+
+
+def test_dependency_on_unknown_job_is_rejected(harness: Harness) -> None:
+    with pytest.raises(SlurmError, match="dependency"):
+        harness.submit("orphan", Work(), dependency=Dependency.on(DepKind.AFTER_OK, "987654"))
+
+
+def test_stopped_node_requeues_or_fails_its_jobs(harness: Harness) -> None:
+    keep = harness.submit("requeue", Work(seconds=600), requeue=True)
+    lose = harness.submit("norequeue", Work(seconds=600), requeue=False)
+
+    def running(jobs: Jobs) -> bool:
+        return jobs[next(iter(jobs))].state is JobState.RUNNING
+
+    nodes = {harness.wait(j, running, 60, "running")[j].nodes for j in (keep, lose)}
+    assert all(nodes)
+    try:
+        for node in nodes:
+            harness.stop_node(str(node))
+        lost = harness.wait(lose, all_final(1), 120, "NODE_FAIL")[lose]
+        assert lost.state is JobState.NODE_FAIL
+        kept = harness.wait(keep, lambda j: (j[keep].restarts or 0) >= 1, 60, "requeued")[keep]
+        assert kept.state in (PD, JobState.RUNNING) and not kept.state.final
+    finally:
+        for node in nodes:
+            harness.start_node(str(node))
+
+
+def test_account_gpu_cap_makes_jobs_pend_for_a_non_root_user(harness: Harness) -> None:
+    bob = harness.as_user("bob", "lab-b")
+    harness.set_gpu_cap("lab-b", 2)
+    try:
+        big = bob.submit("big", Work(seconds=1), gpus_per_task=4)
+        jobs = bob.wait(big, lambda j: j[big].reason == "AssocGrpGRES", 60, "AssocGrpGRES")
+        assert jobs[big].state is PD and jobs[big].user == "bob" and jobs[big].account == "lab-b"
+    finally:
+        harness.set_gpu_cap("lab-b", None)
+    # With the cap lifted the same job runs: the cap, not the node, held it back.
+    assert bob.wait(big, all_final(1), 120, "uncapped job finished")[big].state is CD
