@@ -12,7 +12,16 @@ from slurmflow.errors import (
     SubmissionAmbiguous,
     UsageError,
 )
-from slurmflow.model import ClusterConfig, Dependency, DepClause, DepKind, JobInfo, JobSpec, JobState, QueryResult
+from slurmflow.model import (
+    ClusterConfig,
+    DepClause,
+    Dependency,
+    DepKind,
+    JobInfo,
+    JobSpec,
+    JobState,
+    QueryResult,
+)
 from slurmflow.runner import FunctionRunner, Runner, SubprocessRunner
 
 try:

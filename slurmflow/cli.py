@@ -8,6 +8,7 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.table import Table
@@ -27,32 +28,43 @@ def make_backend(prefix: str | None = None) -> SlurmCLI:
     return SlurmCLI(SubprocessRunner(prefix=tuple(words)))
 
 
+@dataclass
+class _Partition:
+    default: bool = False
+    nodes: list[str] = field(default_factory=list)
+    gpus: int = 0
+    states: set[str] = field(default_factory=set)
+
+
 def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
     backend = make_backend(args.via)
     config = backend.config()
     nodes = backend.nodes()
-    partitions: dict[str, dict[str, object]] = {}
-    for n in nodes:
-        p = partitions.setdefault(str(n["partition"]), {"default": n["default"], "nodes": [], "gpus": 0, "states": set()})
-        p["nodes"].append(n["node"])  # type: ignore[attr-defined]
-        p["gpus"] = int(p["gpus"]) + int(n["gpus"])  # type: ignore[call-overload]
-        p["states"].add(str(n["state"]))  # type: ignore[attr-defined]
     if args.json:
-        print(json.dumps({
+        doc = {
             "slurm_version": config.version,
             "max_array_size": config.max_array_size,
             "max_job_count": config.max_job_count,
             "min_job_age_s": config.min_job_age_s,
             "nodes": nodes,
-        }, indent=2))
+        }
+        print(json.dumps(doc, indent=2))
         return 0
-    table = Table(title=f"Slurm {config.version}: MaxArraySize {config.max_array_size}, "
-                  f"MaxJobCount {config.max_job_count}, MinJobAge {config.min_job_age_s} s")
+    partitions: dict[str, _Partition] = {}
+    for n in nodes:
+        p = partitions.setdefault(str(n["partition"]), _Partition(default=bool(n["default"])))
+        p.nodes.append(str(n["node"]))
+        p.gpus += int(n["gpus"])
+        p.states.add(str(n["state"]))
+    table = Table(
+        title=f"Slurm {config.version}: MaxArraySize {config.max_array_size}, "
+        f"MaxJobCount {config.max_job_count}, MinJobAge {config.min_job_age_s} s"
+    )
     for col in ("partition", "nodes", "GPUs", "state"):
         table.add_column(col)
     for name, p in sorted(partitions.items()):
-        label = name + (" (default)" if p["default"] else "")
-        table.add_row(label, ",".join(p["nodes"]), str(p["gpus"]), ",".join(sorted(p["states"])))  # type: ignore[call-overload, arg-type]
+        label = name + (" (default)" if p.default else "")
+        table.add_row(label, ",".join(p.nodes), str(p.gpus), ",".join(sorted(p.states)))
     console.print(table)
     return 0
 
@@ -64,12 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"slurmflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    cluster = sub.add_parser("cluster", help="show partitions, nodes, GPUs and the limits planning uses",
-                             description="Show the cluster's partitions, nodes and GPUs, and the controller "
-                             "limits slurmflow plans with (MaxArraySize, MaxJobCount, MinJobAge).")
+    cluster = sub.add_parser(
+        "cluster",
+        help="show partitions, nodes, GPUs and the limits planning uses",
+        description="Show the cluster's partitions, nodes and GPUs, and the controller "
+        "limits slurmflow plans with (MaxArraySize, MaxJobCount, MinJobAge).",
+    )
     cluster.add_argument("--json", action="store_true", help="print JSON for scripts")
-    cluster.add_argument("--via", metavar="COMMAND", default=None,
-                         help=f"run Slurm commands through this prefix (default: ${PREFIX_ENV})")
+    cluster.add_argument(
+        "--via",
+        metavar="COMMAND",
+        default=None,
+        help=f"run Slurm commands through this prefix (default: ${PREFIX_ENV})",
+    )
     cluster.set_defaults(func=cmd_cluster)
     return parser
 

@@ -1,16 +1,16 @@
 """The exception tree. Every error slurmflow raises on purpose derives from SlurmflowError.
 
-    SlurmflowError
-    ├── UsageError                 bad input a user can fix: one line, exit code 2, nothing submitted
-    ├── CommandError               a command exited non-zero: argv, exit code, stdout, stderr
-    │   ├── CommandTimeout         it ran past its timeout and was killed
-    │   ├── CommandNotFound        the program is not installed (or not on PATH)
-    │   └── SlurmError             a Slurm command failed
-    │       ├── ControllerUnavailable   "Unable to contact slurm controller": retry later
-    │       ├── AccountingUnavailable   slurmdbd does not answer: only the controller's view remains
-    │       ├── SubmissionAmbiguous     "Socket timed out": the job may exist; reconcile before resubmitting
-    │       └── PolicyViolation         rejected by an association or QOS limit
-    └── ParseError                 Slurm printed something we do not understand (a bug or a new version)
+SlurmflowError
+├── UsageError                 bad input a user can fix: one line, exit code 2, nothing submitted
+├── CommandError               a command exited non-zero: argv, exit code, stdout, stderr
+│   ├── CommandTimeout         it ran past its timeout and was killed
+│   ├── CommandNotFound        the program is not installed (or not on PATH)
+│   └── SlurmError             a Slurm command failed
+│       ├── ControllerUnavailable   "Unable to contact slurm controller": retry later
+│       ├── AccountingUnavailable   slurmdbd does not answer: only the controller's view remains
+│       ├── SubmissionAmbiguous     "Socket timed out": the job may exist; reconcile before resubmitting
+│       └── PolicyViolation         rejected by an association or QOS limit
+└── ParseError                 Slurm printed something we do not understand (a bug or a new version)
 """
 
 from __future__ import annotations

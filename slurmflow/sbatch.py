@@ -54,7 +54,11 @@ def _checked(what: str, value: str, pattern: re.Pattern[str], hint: str) -> str:
 
 def argv(spec: JobSpec, script_path: str | None = None) -> list[str]:
     """The sbatch command line. With no script_path the script is read from standard input."""
-    out = ["sbatch", "--parsable", f"--job-name={_checked('job name', spec.name, _NAME, 'use letters, digits, . _ - + @ :')}"]
+    out = [
+        "sbatch",
+        "--parsable",
+        f"--job-name={_checked('job name', spec.name, _NAME, 'use letters, digits, . _ - + @ :')}",
+    ]
     if spec.partition:
         out.append(f"--partition={spec.partition}")
     if spec.account:
@@ -70,7 +74,7 @@ def argv(spec: JobSpec, script_path: str | None = None) -> list[str]:
     if spec.mem:
         out.append(f"--mem={_checked('mem', spec.mem, _MEM, 'write a size such as 4G or 512M')}")
     if spec.time:
-        out.append(f"--time={_checked('time', spec.time, _TIME, 'use M, H:M:S or D-H:M:S, e.g. 30:00 or 1-00:00:00')}")
+        out.append(f"--time={_checked('time', spec.time, _TIME, 'use M, H:M:S or D-H:M:S, e.g. 30:00')}")
     if spec.array:
         out.append(f"--array={spec.array}")
     if spec.dependency:

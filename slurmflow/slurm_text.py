@@ -98,7 +98,8 @@ _ARRAY_ID = re.compile(r"^(\d+)_(\[[^\]]*\]|\d+)$")
 
 
 def expand_job_id(job_id: str) -> list[tuple[str, int | None]]:
-    """'123_[0-2]' -> [('123', 0), ('123', 1), ('123', 2)]; '123_4' -> [('123', 4)]; '123' -> [('123', None)]."""
+    """'123_[0-2]' -> [('123', 0), ('123', 1), ('123', 2)]; '123_4' -> [('123', 4)];
+    '123' -> [('123', None)]."""
     m = _ARRAY_ID.match(job_id.strip())
     if not m:
         if not job_id.strip().isdigit():
@@ -140,7 +141,9 @@ SQUEUE_FIELDS = (
 )
 
 
-def squeue_argv(job_ids: Sequence[str] = (), *, name: str | None = None, user: str | None = None) -> list[str]:
+def squeue_argv(
+    job_ids: Sequence[str] = (), *, name: str | None = None, user: str | None = None
+) -> list[str]:
     # -t all: finished jobs still in the controller (younger than MinJobAge) are reported too;
     # an array task cancelled by --kill-on-invalid-dep before it started is ONLY visible here.
     # -r: one row per array task, pending tasks included.
@@ -211,7 +214,9 @@ SACCT_FIELDS = (
 )
 
 
-def sacct_argv(job_ids: Sequence[str] = (), *, name: str | None = None, since: str | None = None) -> list[str]:
+def sacct_argv(
+    job_ids: Sequence[str] = (), *, name: str | None = None, since: str | None = None
+) -> list[str]:
     # -X: allocations only (no 123.batch / 123.extern step rows). -P: '|'-separated, no padding.
     argv = ["sacct", "-X", "-P", "--noheader", "--format=" + ",".join(SACCT_FIELDS)]
     if job_ids:
@@ -231,7 +236,9 @@ def parse_sacct(stdout: str) -> list[JobInfo]:
         cols = line.split("|")
         if len(cols) < len(SACCT_FIELDS):
             raise ParseError("sacct output", line)
-        job_id, raw, name, state, exit_code, reason, nodes, account, user, part, restarts = cols[: len(SACCT_FIELDS)]
+        job_id, raw, name, state, exit_code, reason, nodes, account, user, part, restarts = cols[
+            : len(SACCT_FIELDS)
+        ]
         if "." in job_id:  # a step row slipped through (no -X): skip it
             continue
         st, by = parse_state(state)
@@ -358,7 +365,11 @@ def gpu_count(gres: str) -> int:
 
 # --- error classification -----------------------------------------------------------------------
 
-_UNAVAILABLE = ("unable to contact slurm controller", "connection refused", "slurm_load_jobs error: unable to contact")
+_UNAVAILABLE = (
+    "unable to contact slurm controller",
+    "connection refused",
+    "slurm_load_jobs error: unable to contact",
+)
 _AMBIGUOUS = ("socket timed out", "zero bytes were transmitted or received")
 _POLICY = ("violates accounting/qos policy", "qosmaxsubmitjob", "assocmaxsubmitjob", "job violates")
 _DBD = ("slurmdbd", "_open_persist_conn", "persistent connection", "dbd_get_jobs_cond")

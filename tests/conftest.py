@@ -17,12 +17,20 @@ def mini_cluster() -> str:
     """The running mini cluster. Integration tests FAIL (never skip) when it is not up: start it
     with `docker/slurm-cluster/cluster.sh up`, or run the whole suite with `make test`."""
     if shutil.which("docker") is None:
-        pytest.fail("docker is not installed: the integration tier needs the mini cluster (make test installs it)")
-    done = subprocess.run(["docker", "exec", CONTAINER, "cluster-ready", "--wait", "60"],
-                          capture_output=True, text=True, check=False)
+        pytest.fail(
+            "docker is not installed: the integration tier needs the mini cluster (make test installs it)"
+        )
+    done = subprocess.run(
+        ["docker", "exec", CONTAINER, "cluster-ready", "--wait", "60"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
-        pytest.fail(f"mini cluster {CONTAINER} is not ready ({(done.stderr or done.stdout).strip()}): "
-                    "run docker/slurm-cluster/cluster.sh up")
+        pytest.fail(
+            f"mini cluster {CONTAINER} is not ready ({(done.stderr or done.stdout).strip()}): "
+            "run docker/slurm-cluster/cluster.sh up"
+        )
     return CONTAINER
 
 

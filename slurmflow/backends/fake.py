@@ -115,21 +115,40 @@ class FakeSlurm:
             raise SlurmError(["sbatch"], 1, "", "sbatch: error: invalid partition specified: " + partition)
         if spec.dependency:
             for parent in spec.dependency.parents():
-                if not any(t.job_id == parent or t.array_job_id == parent or t.raw_id == parent for t in self.tasks.values()):
-                    raise SlurmError(["sbatch"], 1, "", "sbatch: error: Batch job submission failed: Job dependency problem")
+                if not any(
+                    t.job_id == parent or t.array_job_id == parent or t.raw_id == parent
+                    for t in self.tasks.values()
+                ):
+                    raise SlurmError(
+                        ["sbatch"],
+                        1,
+                        "",
+                        "sbatch: error: Batch job submission failed: Job dependency problem",
+                    )
         base = str(next(self._ids))
         indices: list[int | None] = [None]
         if spec.array:
             indices = list(slurm_text.expand_indices(spec.array))
             if max(i for i in indices if i is not None) >= self.max_array_size:
-                raise SlurmError(["sbatch"], 1, "", "sbatch: error: Batch job submission failed: Invalid job array specification")
+                raise SlurmError(
+                    ["sbatch"],
+                    1,
+                    "",
+                    "sbatch: error: Batch job submission failed: Invalid job array specification",
+                )
             if "%" in spec.array:
                 self._throttle[base] = int(spec.array.rsplit("%", 1)[1])
         for idx in indices:
             raw = base if idx is None or idx == indices[-1] else str(next(self._ids))
             job_id = base if idx is None else f"{base}_{idx}"
             self.tasks[job_id] = _Task(
-                job_id, raw, base if idx is not None else None, idx, spec, self.user, spec.dependency,
+                job_id,
+                raw,
+                base if idx is not None else None,
+                idx,
+                spec,
+                self.user,
+                spec.dependency,
                 eligible=self.now,
             )
         self._schedule()
@@ -216,7 +235,11 @@ class FakeSlurm:
         return [t for t in self.tasks.values() if t.job_id in wanted or (t.array_job_id or "") in wanted]
 
     def _family(self, job_id: str) -> list[_Task]:
-        return [t for t in self.tasks.values() if t.job_id == job_id or t.array_job_id == job_id or t.raw_id == job_id]
+        return [
+            t
+            for t in self.tasks.values()
+            if t.job_id == job_id or t.array_job_id == job_id or t.raw_id == job_id
+        ]
 
     def _end(self, t: _Task, state: JobState, code: int, sig: int) -> None:
         t.state, t.exit_code, t.signal = state, code, sig
@@ -235,13 +258,25 @@ class FakeSlurm:
             return True
         results = [self._clause(t, c.kind, c.job_ids) for c in dep.clauses]
         if dep.any_of:
-            return True if any(r is True for r in results) else (False if all(r is False for r in results) else None)
-        return False if any(r is False for r in results) else (True if all(r is True for r in results) else None)
+            return (
+                True
+                if any(r is True for r in results)
+                else (False if all(r is False for r in results) else None)
+            )
+        return (
+            False if any(r is False for r in results) else (True if all(r is True for r in results) else None)
+        )
 
     def _clause(self, t: _Task, kind: DepKind, ids: tuple[str, ...]) -> bool | None:
         if kind is DepKind.SINGLETON:
-            rivals = [o for o in self.tasks.values() if o.spec.name == t.spec.name and o.user == t.user
-                      and o.raw_id < t.raw_id and not o.state.final]
+            rivals = [
+                o
+                for o in self.tasks.values()
+                if o.spec.name == t.spec.name
+                and o.user == t.user
+                and o.raw_id < t.raw_id
+                and not o.state.final
+            ]
             return None if rivals else True
         verdicts: list[bool | None] = []
         for parent in ids:
@@ -251,12 +286,20 @@ class FakeSlurm:
             done = all(p.state.final for p in family)
             ok = [p.state is JobState.COMPLETED for p in family]
             if kind in (DepKind.AFTER_OK, DepKind.AFTER_CORR):
-                verdicts.append(False if any(p.state.final and not p.state.succeeded for p in family) else (True if all(ok) else None))
+                verdicts.append(
+                    False
+                    if any(p.state.final and not p.state.succeeded for p in family)
+                    else (True if all(ok) else None)
+                )
             elif kind is DepKind.AFTER_NOT_OK:
                 verdicts.append(None if not done else (not all(ok)))
             else:  # AFTER_ANY
                 verdicts.append(True if done else None)
-        return False if any(v is False for v in verdicts) else (True if all(v is True for v in verdicts) else None)
+        return (
+            False
+            if any(v is False for v in verdicts)
+            else (True if all(v is True for v in verdicts) else None)
+        )
 
     def _schedule(self) -> None:
         for t in sorted(self.tasks.values(), key=lambda x: (int(x.array_job_id or x.job_id), x.index or 0)):
@@ -283,8 +326,11 @@ class FakeSlurm:
             account = t.spec.account or self.default_account
             cap = self.gpu_caps.get(account)
             if cap is not None and t.gpus:
-                used = sum(o.gpus for o in self.tasks.values() if o.state is JobState.RUNNING
-                           and (o.spec.account or self.default_account) == account)
+                used = sum(
+                    o.gpus
+                    for o in self.tasks.values()
+                    if o.state is JobState.RUNNING and (o.spec.account or self.default_account) == account
+                )
                 if used + t.gpus > cap:
                     t.reason = "AssocGrpGRES"
                     continue
@@ -302,15 +348,28 @@ class FakeSlurm:
             if not node.up or partition not in node.partitions or node.name in t.spec.exclude:
                 continue
             running = [o for o in self.tasks.values() if o.node == node.name and o.state is JobState.RUNNING]
-            if sum(o.gpus for o in running) + t.gpus <= node.gpus and sum(o.cpus for o in running) + t.cpus <= node.cpus:
+            if (
+                sum(o.gpus for o in running) + t.gpus <= node.gpus
+                and sum(o.cpus for o in running) + t.cpus <= node.cpus
+            ):
                 return node
         return None
 
     def _info(self, t: _Task) -> JobInfo:
         return JobInfo(
-            job_id=t.job_id, name=t.spec.name, state=t.state, array_job_id=t.array_job_id,
-            array_task_id=t.index, raw_id=t.raw_id, exit_code=t.exit_code, signal=t.signal,
-            reason=t.reason, nodes=t.node, account=t.spec.account or self.default_account, user=t.user,
-            partition=t.spec.partition or self.default_partition, restarts=t.restarts,
+            job_id=t.job_id,
+            name=t.spec.name,
+            state=t.state,
+            array_job_id=t.array_job_id,
+            array_task_id=t.index,
+            raw_id=t.raw_id,
+            exit_code=t.exit_code,
+            signal=t.signal,
+            reason=t.reason,
+            nodes=t.node,
+            account=t.spec.account or self.default_account,
+            user=t.user,
+            partition=t.spec.partition or self.default_partition,
+            restarts=t.restarts,
             cancelled_by=t.cancelled_by,
         )

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from slurmflow import sbatch, slurm_text
 from slurmflow.errors import AccountingUnavailable, CommandError, SlurmError
-from slurmflow.model import ClusterConfig, Dependency, JobSpec, QueryResult
+from slurmflow.model import ClusterConfig, Dependency, JobInfo, JobSpec, QueryResult
 from slurmflow.runner import Completed, Runner, SubprocessRunner
 
 
@@ -44,7 +44,7 @@ class SlurmCLI:
             merged = [j for j in merged if j.job_id in wanted or j.base_id in wanted]
         return QueryResult(tuple(merged))
 
-    def _squeue(self, bases: Sequence[str], name: str | None) -> list[slurm_text.JobInfo]:
+    def _squeue(self, bases: Sequence[str], name: str | None) -> list[JobInfo]:
         try:
             out = self._run(slurm_text.squeue_argv(bases, name=name)).stdout
         except SlurmError as exc:

@@ -37,7 +37,10 @@ class Work:
             lines.append('[ "${SLURM_RESTART_COUNT:-0}" -ge 1 ] && exit 0')
         if self.fail:
             lines.append(f"exit {self.fail_code}")
-        lines += [f'case "${{SLURM_ARRAY_TASK_ID:-none}}" in {failing}) exit {self.fail_code};; esac', "exit 0"]
+        lines += [
+            f'case "${{SLURM_ARRAY_TASK_ID:-none}}" in {failing}) exit {self.fail_code};; esac',
+            "exit 0",
+        ]
         return "\n".join(lines)
 
     def outcome(self, index: int | None, restarts: int) -> Outcome:
@@ -73,8 +76,13 @@ class _Base:
     submitted: list[str] = field(default_factory=list)
 
     def spec(self, name: str, work: Work, **spec: Any) -> JobSpec:
-        return JobSpec(name=f"ct-{self.token}-{name}", script=work.script(), account=self.account,
-                       output="/dev/null", **spec)
+        return JobSpec(
+            name=f"ct-{self.token}-{name}",
+            script=work.script(),
+            account=self.account,
+            output="/dev/null",
+            **spec,
+        )
 
     def jobs(self, job_id: str) -> Jobs:
         return self.backend.query([job_id]).by_id()  # type: ignore[no-any-return]
@@ -137,7 +145,13 @@ class RealHarness(_Base):
         return cls(backend=SlurmCLI(runner), user=user, account=account, container=container)
 
     def root(self, *argv: str) -> str:
-        done = subprocess.run(["docker", "exec", self.container, *argv], capture_output=True, text=True, check=False, timeout=120)
+        done = subprocess.run(
+            ["docker", "exec", self.container, *argv],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
         if done.returncode != 0:
             raise AssertionError(f"{argv}: exit {done.returncode}: {done.stderr.strip()}")
         return done.stdout

@@ -33,7 +33,9 @@ def test_gpu_array_task_failure_is_per_task(harness: Harness) -> None:
 
 def test_afterok_child_never_runs_and_afternotok_handler_runs(harness: Harness) -> None:
     a = harness.submit("parent", FAIL_2, array="0-3", gpus_per_task=1)
-    child = harness.submit("child", Work(), dependency=Dependency.on(DepKind.AFTER_OK, a), kill_on_invalid_dep=False)
+    child = harness.submit(
+        "child", Work(), dependency=Dependency.on(DepKind.AFTER_OK, a), kill_on_invalid_dep=False
+    )
     handler = harness.submit("handler", Work(), dependency=Dependency.on(DepKind.AFTER_NOT_OK, a))
     final = harness.submit("finally", Work(), dependency=Dependency.on(DepKind.AFTER_ANY, a))
     assert harness.wait(handler, all_final(1), 120, "handler finished")[handler].state is CD
@@ -60,7 +62,9 @@ def test_aftercorr_pairs_tasks(harness: Harness) -> None:
 
 def test_requeue_does_not_revive_a_child_but_a_dependency_update_does(harness: Harness) -> None:
     parent = harness.submit("parent", Work(fail=True, succeed_after_restart=True))
-    child = harness.submit("child", Work(), dependency=Dependency.on(DepKind.AFTER_OK, parent), kill_on_invalid_dep=False)
+    child = harness.submit(
+        "child", Work(), dependency=Dependency.on(DepKind.AFTER_OK, parent), kill_on_invalid_dep=False
+    )
     harness.wait(child, stuck(child), 120, "child stuck")  # type: ignore[arg-type]
     assert harness.jobs(parent)[parent].state is F
 
@@ -121,3 +125,12 @@ def test_account_gpu_cap_makes_jobs_pend_for_a_non_root_user(harness: Harness) -
         harness.set_gpu_cap("lab-b", None)
     # With the cap lifted the same job runs: the cap, not the node, held it back.
     assert bob.wait(big, all_final(1), 120, "uncapped job finished")[big].state is CD
+
+
+def test_max_array_size_caps_the_highest_index(harness: Harness) -> None:
+    # MaxArraySize=1001 allows indices 0..1000 whatever the count: a bigger sweep must be chunked.
+    limit = harness.backend.config().max_array_size
+    ok = harness.submit("edge", Work(seconds=1), array=f"{limit - 1}")
+    assert harness.wait(ok, all_final(1), 120, "highest index ran")[f"{ok}_{limit - 1}"].state is CD
+    with pytest.raises(SlurmError, match="array"):
+        harness.submit("over", Work(), array=f"{limit}")

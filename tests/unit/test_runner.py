@@ -15,7 +15,7 @@ def test_runs_argv_without_a_shell() -> None:
 
 def test_refuses_shell_strings() -> None:
     with pytest.raises(TypeError, match="not a string"):
-        SubprocessRunner().run("echo hi")  # type: ignore[arg-type]
+        SubprocessRunner().run("echo hi")
     with pytest.raises(TypeError):
         SubprocessRunner().run([])
     with pytest.raises(ValueError, match="NUL"):
@@ -47,7 +47,9 @@ def test_not_found() -> None:
 
 
 def test_prefix_and_input() -> None:
-    runner = SubprocessRunner(prefix=(sys.executable, "-c", "import sys; print(sys.argv[1:], sys.stdin.read())"))
+    runner = SubprocessRunner(
+        prefix=(sys.executable, "-c", "import sys; print(sys.argv[1:], sys.stdin.read())")
+    )
     done = runner.run(["sbatch", "--parsable"], input="#!/bin/bash\n")
     assert done.stdout == "['sbatch', '--parsable'] #!/bin/bash\n\n"
     assert runner.calls == 1

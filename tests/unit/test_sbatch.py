@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+from typing import Any
 
 import pytest
 
@@ -28,16 +29,46 @@ def test_dependency_rejects_non_ids() -> None:
 
 def test_argv_full() -> None:
     spec = JobSpec(
-        name="sf-train", script="echo hi", partition="gpu", account="lab-a", qos="normal", gpus_per_task=1,
-        cpus_per_task=2, mem="2G", time="30:00", array="0-9%4", dependency=Dependency.on(DepKind.AFTER_OK, "11"),
-        requeue=True, comment="run=abc", output="/tmp/o-%A_%a.out", constraint="a100", exclude=("gpu2",),
-        signal="B:USR1@60", extra_args=("--nice=10",),
+        name="sf-train",
+        script="echo hi",
+        partition="gpu",
+        account="lab-a",
+        qos="normal",
+        gpus_per_task=1,
+        cpus_per_task=2,
+        mem="2G",
+        time="30:00",
+        array="0-9%4",
+        dependency=Dependency.on(DepKind.AFTER_OK, "11"),
+        requeue=True,
+        comment="run=abc",
+        output="/tmp/o-%A_%a.out",
+        constraint="a100",
+        exclude=("gpu2",),
+        signal="B:USR1@60",
+        extra_args=("--nice=10",),
     )
     assert sbatch.argv(spec, "/run/x.sh") == [
-        "sbatch", "--parsable", "--job-name=sf-train", "--partition=gpu", "--account=lab-a", "--qos=normal",
-        "--gres=gpu:1", "--cpus-per-task=2", "--mem=2G", "--time=30:00", "--array=0-9%4",
-        "--dependency=afterok:11", "--kill-on-invalid-dep=yes", "--requeue", "--comment=run=abc",
-        "--output=/tmp/o-%A_%a.out", "--constraint=a100", "--exclude=gpu2", "--signal=B:USR1@60", "--nice=10",
+        "sbatch",
+        "--parsable",
+        "--job-name=sf-train",
+        "--partition=gpu",
+        "--account=lab-a",
+        "--qos=normal",
+        "--gres=gpu:1",
+        "--cpus-per-task=2",
+        "--mem=2G",
+        "--time=30:00",
+        "--array=0-9%4",
+        "--dependency=afterok:11",
+        "--kill-on-invalid-dep=yes",
+        "--requeue",
+        "--comment=run=abc",
+        "--output=/tmp/o-%A_%a.out",
+        "--constraint=a100",
+        "--exclude=gpu2",
+        "--signal=B:USR1@60",
+        "--nice=10",
         "/run/x.sh",
     ]
 
@@ -47,16 +78,24 @@ def test_argv_minimal_reads_script_from_stdin() -> None:
 
 
 def test_kill_on_invalid_dep_can_be_turned_off() -> None:
-    spec = JobSpec(name="a", script="true", dependency=Dependency.on(DepKind.AFTER_OK, "1"), kill_on_invalid_dep=False)
+    spec = JobSpec(
+        name="a", script="true", dependency=Dependency.on(DepKind.AFTER_OK, "1"), kill_on_invalid_dep=False
+    )
     assert "--kill-on-invalid-dep=no" in sbatch.argv(spec)
 
 
 @pytest.mark.parametrize(
     ("field", "value", "needle"),
-    [("time", "30 minutes", "time"), ("mem", "lots", "mem"), ("name", "a b", "job name"), ("name", "$(id)", "job name")],
+    [
+        ("time", "30 minutes", "time"),
+        ("mem", "lots", "mem"),
+        ("name", "a b", "job name"),
+        ("name", "$(id)", "job name"),
+    ],
 )
 def test_bad_values_are_usage_errors(field: str, value: str, needle: str) -> None:
-    spec = dataclasses.replace(JobSpec(name="ok", script="true"), **{field: value})
+    changes: dict[str, Any] = {field: value}
+    spec = dataclasses.replace(JobSpec(name="ok", script="true"), **changes)
     with pytest.raises(UsageError, match=needle):
         sbatch.argv(spec)
 

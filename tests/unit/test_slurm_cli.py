@@ -40,7 +40,9 @@ def test_submit_sends_script_on_stdin() -> None:
 
 
 def test_submit_errors_are_classified() -> None:
-    backend = SlurmCLI(FunctionRunner(lambda a, i: (1, "", "sbatch: error: Socket timed out on send/recv operation")))
+    backend = SlurmCLI(
+        FunctionRunner(lambda a, i: (1, "", "sbatch: error: Socket timed out on send/recv operation"))
+    )
     with pytest.raises(SubmissionAmbiguous):
         backend.submit(JobSpec(name="a", script="true"))
     backend = SlurmCLI(FunctionRunner(lambda a, i: (1, "", recorded("sbatch_bad_dependency.err"))))
@@ -71,7 +73,11 @@ def test_query_all_ids_forgotten_by_controller() -> None:
 
 
 def test_query_without_accounting_degrades() -> None:
-    dbd_down = (1, "", "sacct: error: _open_persist_conn: failed to open persistent connection to host:localhost:6819")
+    dbd_down = (
+        1,
+        "",
+        "sacct: error: _open_persist_conn: failed to open persistent connection to host:localhost:6819",
+    )
     result = SlurmCLI(replay((0, recorded("squeue_pending_array.txt"), ""), dbd_down)).query(["12"])
     assert not result.accounting_available and len(result.jobs) == 6
 

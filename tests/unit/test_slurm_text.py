@@ -46,7 +46,9 @@ def test_state_order_and_finality() -> None:
     assert not JobState.CANCELLED.started and JobState.FAILED.started
 
 
-@pytest.mark.parametrize(("text", "want"), [("1:0", (1, 0)), ("0:15", (0, 15)), ("", (None, None)), ("x:y", (None, None))])
+@pytest.mark.parametrize(
+    ("text", "want"), [("1:0", (1, 0)), ("0:15", (0, 15)), ("", (None, None)), ("x:y", (None, None))]
+)
 def test_parse_exit_code(text: str, want: tuple[int | None, int | None]) -> None:
     assert st.parse_exit_code(text) == want
 
@@ -124,7 +126,10 @@ def test_parse_sacct_collapsed_array_rows_are_expanded() -> None:
 
 
 def test_parse_sacct_skips_step_rows() -> None:
-    text = "5|5|x|COMPLETED|0:0|None|gpu1|lab-a|alice|gpu|0\n5.batch|5.batch|batch|COMPLETED|0:0|None|gpu1|lab-a||gpu|0\n"
+    text = (
+        "5|5|x|COMPLETED|0:0|None|gpu1|lab-a|alice|gpu|0\n"
+        "5.batch|5.batch|batch|COMPLETED|0:0|None|gpu1|lab-a||gpu|0\n"
+    )
     assert [j.job_id for j in st.parse_sacct(text)] == ["5"]
 
 
@@ -136,8 +141,12 @@ def test_parse_rejects_truncated_rows() -> None:
 
 
 def test_merge_prefers_controller_and_keeps_accounting_only_jobs() -> None:
-    merged = {j.job_id: j for j in st.merge_views(
-        st.parse_squeue(fixture("squeue_array_corr.txt")), st.parse_sacct(fixture("sacct_array_corr.txt")))}
+    merged = {
+        j.job_id: j
+        for j in st.merge_views(
+            st.parse_squeue(fixture("squeue_array_corr.txt")), st.parse_sacct(fixture("sacct_array_corr.txt"))
+        )
+    }
     assert merged["4_2"].state is JobState.CANCELLED  # controller only
     assert merged["2_2"].restarts == 0  # from accounting
     old = JobInfo("1", "gone", JobState.COMPLETED, exit_code=0)
@@ -153,7 +162,12 @@ def test_merge_requeued_job_is_pending_not_failed() -> None:
 
 def test_parse_config() -> None:
     cfg = st.parse_config(fixture("scontrol_show_config.txt"))
-    assert (cfg.version, cfg.max_array_size, cfg.max_job_count, cfg.min_job_age_s) == ("24.11.5", 1001, 60000, 300)
+    assert (cfg.version, cfg.max_array_size, cfg.max_job_count, cfg.min_job_age_s) == (
+        "24.11.5",
+        1001,
+        60000,
+        300,
+    )
     assert cfg.raw["ClusterName"] == "mini"
     with pytest.raises(ParseError):
         st.parse_config("nothing here")
@@ -162,17 +176,26 @@ def test_parse_config() -> None:
 def test_parse_sinfo() -> None:
     rows = st.parse_sinfo(fixture("sinfo.txt"))
     assert [(r["node"], r["partition"], r["default"], r["gpus"]) for r in rows] == [
-        ("cpu1", "cpu", False, 0), ("gpu1", "gpu", True, 4), ("gpu2", "gpu", True, 4)]
+        ("cpu1", "cpu", False, 0),
+        ("gpu1", "gpu", True, 4),
+        ("gpu2", "gpu", True, 4),
+    ]
     assert st.gpu_count("gpu:a100:4(S:0-1),gpu:v100:2") == 6
 
 
 @pytest.mark.parametrize(
     ("stderr", "cls"),
     [
-        ("sbatch: error: Batch job submission failed: Socket timed out on send/recv operation", SubmissionAmbiguous),
+        (
+            "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation",
+            SubmissionAmbiguous,
+        ),
         ("squeue: error: Unable to contact slurm controller (connect failure)", ControllerUnavailable),
         ("sbatch: error: Batch job submission failed: Job violates accounting/QOS policy", PolicyViolation),
-        ("sacct: error: _open_persist_conn: failed to open persistent connection to host:localhost:6819", AccountingUnavailable),
+        (
+            "sacct: error: _open_persist_conn: failed to open persistent connection to host:localhost:6819",
+            AccountingUnavailable,
+        ),
     ],
 )
 def test_classify(stderr: str, cls: type[CommandError]) -> None:
