@@ -9,7 +9,8 @@
 #
 # Environment: SLURMFLOW_MINI_NAME (container, default slurmflow-mini),
 # SLURMFLOW_MINI_SHARED (host folder mounted at the same path inside, for run directories),
-# SLURMFLOW_MINI_BASE (base image; default debian:trixie, built with debootstrap when not present).
+# SLURMFLOW_MINI_BASE (base image; default debian:trixie, built with debootstrap when not present),
+# SLURMFLOW_MINI_NO_CACHE=1 (rebuild every layer: a cold start).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -62,7 +63,8 @@ build() {
   [ -s "$here/.build/host-ca.crt" ] || : > "$here/.build/host-ca.crt"
   log "building $image from $b"
   # Host networking for the build only: apt and pip fetch packages; the cluster itself runs offline.
-  docker build -q --network host --build-arg "BASE_IMAGE=$b" -t "$image" "$here" >/dev/null
+  local nocache=(); [ -n "${SLURMFLOW_MINI_NO_CACHE:-}" ] && nocache=(--no-cache)
+  docker build -q "${nocache[@]}" --network host --build-arg "BASE_IMAGE=$b" -t "$image" "$here" >/dev/null
 }
 
 dump() {
@@ -106,5 +108,5 @@ case "${1:-}" in
     shift; user=alice
     if [ "${1:-}" = -u ]; then user=$2; shift 2; fi
     exec docker exec -i -u "$user" "$name" "$@";;
-  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2;;
+  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2;;
 esac
