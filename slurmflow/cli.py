@@ -6,19 +6,29 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
-from slurmflow import __version__
+from slurmflow import __version__, views
+from slurmflow.backends.base import Backend
+from slurmflow.backends.local import LocalSlurm, detect_gpus
 from slurmflow.backends.slurm_cli import SlurmCLI
-from slurmflow.errors import CommandError, SlurmflowError
+from slurmflow.errors import CommandError, SlurmflowError, UsageError
+from slurmflow.launch import Prepared, prepare, submit_run, write_run
+from slurmflow.model import JobState, Plan
 from slurmflow.runner import SubprocessRunner
+from slurmflow.store import RunStore, plan_to_dict
 
 PREFIX_ENV = "SLURMFLOW_SLURM_PREFIX"
+RUNS_ENV = "SLURMFLOW_RUNS_DIR"
 
 
 def make_backend(prefix: str | None = None) -> SlurmCLI:
@@ -69,6 +79,154 @@ def cmd_cluster(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _backend_kind(args: argparse.Namespace) -> str:
+    if args.backend != "auto":
+        return str(args.backend)
+    has_slurm = args.via or os.environ.get(PREFIX_ENV) or shutil.which("sbatch")
+    return "slurm" if has_slurm else "local"
+
+
+def _local(args: argparse.Namespace, console: Console) -> LocalSlurm:
+    gpus = args.local_gpus
+    if gpus is None:
+        gpus = detect_gpus()
+        if gpus == 0:
+            gpus = 4
+            console.print(
+                "[yellow]no GPU on this machine: GPU stages run on the CPU with 4 GPU slots[/]",
+                highlight=False,
+            )
+    return LocalSlurm(gpus=gpus)
+
+
+def _prepare(args: argparse.Namespace, console: Console) -> tuple[Prepared, Backend, str]:
+    kind = _backend_kind(args)
+    backend: Backend
+    if kind == "local":
+        local = _local(args, console)
+        backend, info = local, local.cluster_info()
+    else:
+        slurm = make_backend(args.via)
+        backend, info = slurm, slurm.cluster_info()
+    prep = prepare(Path(args.config_dir), args.config_name, args.overrides, info, max_array_size=args.max_array_size)
+    return prep, backend, kind
+
+
+def cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    prep, _, kind = _prepare(args, console)
+    if args.json:
+        doc = {
+            "backend": kind,
+            "plan": plan_to_dict(prep.plan),
+            "tasks": prep.plan.tasks(),
+            "axes": {a.key: list(a.values) for a in prep.experiment.axes},
+        }
+        print(json.dumps(doc, indent=2))
+        return 0
+    console.print(views.plan_tree(prep))
+    if args.scripts:
+        for node in prep.plan.nodes:
+            console.rule(node.key)
+            console.print(views.script_preview(prep, node), highlight=False, markup=False)
+    return 0
+
+
+def _run_local(backend: LocalSlurm, ids: dict[str, str], console: Console) -> int:
+    total = len(backend.query(list(ids.values())).jobs)
+    with Progress(console=console, transient=False) as bar:
+        task = bar.add_task("running locally", total=total)
+        while True:
+            backend.advance()
+            jobs = backend.query(list(ids.values())).jobs
+            done = sum(1 for j in jobs if j.state.final)
+            bar.update(task, completed=done)
+            if done == len(jobs):
+                break
+            time.sleep(0.2)
+    failed = [j for j in jobs if j.state.final and not j.state.succeeded]
+    console.print(views.final_table(jobs))
+    return 1 if any(j.state is JobState.FAILED for j in failed) else 0
+
+
+def cmd_launch(args: argparse.Namespace, console: Console) -> int:
+    if args.dry_run:
+        return cmd_plan(args, console)
+    prep, backend, kind = _prepare(args, console)
+    store = write_run(prep, Path(args.runs_dir), cwd=Path.cwd(), python=sys.executable, argv=sys.argv)
+    store.write_json("backend.json", {"backend": kind, "via": args.via or os.environ.get(PREFIX_ENV)})
+    ids = submit_run(store, backend)
+    if kind == "local":
+        assert isinstance(backend, LocalSlurm)
+        code = _run_local(backend, ids, console)
+    else:
+        code = 0
+    _report_launch(args, console, store, prep.plan, ids)
+    return code
+
+
+def cmd_resume(args: argparse.Namespace, console: Console) -> int:
+    store = RunStore.open(args.run, Path(args.runs_dir))
+    recorded = store.read_json("backend.json") if store.path("backend.json").exists() else {"backend": "slurm"}
+    if recorded["backend"] == "local":
+        raise UsageError(f"run {store.run_id} ran on the local backend, whose jobs ended with it: launch it again")
+    backend = make_backend(args.via if args.via is not None else recorded.get("via"))
+    before = store.state()
+    ids = submit_run(store, backend, resume=True)
+    if not args.json:
+        console.print(
+            f"resumed {store.run_id}: {len(ids) - len(before.submitted)} submission(s) added, "
+            f"{len(before.submitted)} already in Slurm"
+        )
+    _report_launch(args, console, store, store.plan(), ids)
+    return 0
+
+
+def _report_launch(
+    args: argparse.Namespace, console: Console, store: RunStore, plan: Plan, ids: dict[str, str]
+) -> None:
+    by_stage: dict[str, list[str]] = {}
+    for node in plan.nodes:
+        if node.key in ids:
+            by_stage.setdefault(node.stage, []).append(ids[node.key])
+    if args.json:
+        print(
+            json.dumps({"run_id": store.run_id, "run_dir": str(store.root), "jobs": by_stage, "nodes": ids}, indent=2)
+        )
+        return
+    console.print(views.launch_summary(store.run_id, str(store.root), plan, by_stage))
+
+
+def _experiment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="OVERRIDE",
+        help="Hydra overrides: key=value, sweeps key=a,b or key=range(0,3), +new=value",
+    )
+    p.add_argument("-cd", "--config-dir", default="configs", help="the config directory (default: configs)")
+    p.add_argument("-cn", "--config-name", default="config", help="the primary config (default: config)")
+    p.add_argument(
+        "--backend",
+        choices=("auto", "slurm", "local"),
+        default="auto",
+        help="slurm, or local processes; auto picks slurm when sbatch is found",
+    )
+    p.add_argument("--via", metavar="COMMAND", default=None, help=f"prefix for Slurm commands (default: ${PREFIX_ENV})")
+    p.add_argument(
+        "--max-array-size",
+        type=int,
+        default=None,
+        help="split arrays below the cluster's MaxArraySize (never above it)",
+    )
+    p.add_argument("--local-gpus", type=int, default=None, help="GPU slots of the local backend (default: detected)")
+    p.add_argument(
+        "--runs-dir",
+        default=os.environ.get(RUNS_ENV, "runs"),
+        help=f"where run directories go (default: ${RUNS_ENV} or ./runs)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slurmflow",
@@ -90,6 +248,37 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"run Slurm commands through this prefix (default: ${PREFIX_ENV})",
     )
     cluster.set_defaults(func=cmd_cluster)
+
+    plan = sub.add_parser(
+        "plan",
+        help="show the job graph a launch would submit; submits nothing",
+        description="Compose the experiment, expand the sweep and show the plan: stages, arrays "
+        "and chunks, dependencies, resources, GPU-hours. Nothing is written or submitted.",
+    )
+    _experiment_args(plan)
+    plan.add_argument("--scripts", action="store_true", help="also print each submission's sbatch line and script")
+    plan.set_defaults(func=cmd_plan)
+
+    launch = sub.add_parser(
+        "launch",
+        help="plan, record and submit a whole campaign, then exit",
+        description="Plan the experiment, write the run directory (config snapshot, trials, "
+        "plan, scripts, provenance) and submit every job with Slurm dependencies; then exit.",
+    )
+    _experiment_args(launch)
+    launch.add_argument("--dry-run", action="store_true", help="the same as `slurmflow plan`")
+    launch.set_defaults(func=cmd_launch)
+
+    resume = sub.add_parser(
+        "resume",
+        help="finish an interrupted launch without duplicating a job",
+        description="Reconcile a run's recorded intents with Slurm by job name, then submit what is missing.",
+    )
+    resume.add_argument("run", metavar="RUN", help="run id (in --runs-dir) or run directory")
+    resume.add_argument("--runs-dir", default=os.environ.get(RUNS_ENV, "runs"), help="where run directories are")
+    resume.add_argument("--via", metavar="COMMAND", default=None, help="prefix for Slurm commands")
+    resume.add_argument("--json", action="store_true", help="print JSON for scripts")
+    resume.set_defaults(func=cmd_resume)
     return parser
 
 

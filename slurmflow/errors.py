@@ -42,9 +42,7 @@ class ParseError(SlurmflowError):
 class CommandError(SlurmflowError):
     """A command failed. Carries everything needed to reproduce and diagnose it."""
 
-    def __init__(
-        self, argv: Sequence[str], returncode: int | None, stdout: str, stderr: str, note: str = ""
-    ) -> None:
+    def __init__(self, argv: Sequence[str], returncode: int | None, stdout: str, stderr: str, note: str = "") -> None:
         self.argv = tuple(argv)
         self.returncode = returncode
         self.stdout = stdout

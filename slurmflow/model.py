@@ -168,3 +168,131 @@ class QueryResult:
 
     def by_id(self) -> dict[str, JobInfo]:
         return {j.job_id: j for j in self.jobs}
+
+
+# --- experiments and plans ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one task of a stage asks Slurm for. `time` is already in Slurm's format."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    gpus: int = 0
+    cpus: int | None = None
+    mem: str | None = None
+    time: str | None = None
+    constraint: str | None = None
+    extra: tuple[str, ...] = ()
+
+    def hours(self) -> float | None:
+        """The time limit in hours, or None when the stage sets none."""
+        if self.time is None:
+            return None
+        days, _, rest = self.time.rpartition("-")
+        parts = [int(p) for p in rest.split(":")]
+        if days:  # D-H, D-H:M, D-H:M:S
+            h, m, s = [*parts, 0, 0][:3]
+            return int(days) * 24 + h + m / 60 + s / 3600
+        if len(parts) == 1:  # minutes
+            return parts[0] / 60
+        if len(parts) == 2:  # M:S
+            return parts[0] / 60 + parts[1] / 3600
+        return parts[0] + parts[1] / 60 + parts[2] / 3600
+
+
+@dataclass(frozen=True)
+class StageDep:
+    kind: DepKind
+    stage: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of an experiment: a command or a Python callable, once or once per trial."""
+
+    name: str
+    command: str | None = None  # a command line, split like a shell would but never run by one
+    callable: str | None = None  # "package.module:function", submitted through submitit
+    per_trial: bool = False
+    deps: tuple[StageDep, ...] = ()
+    singleton: bool = False
+    resources: Resources = Resources()
+    max_parallel: int | None = None  # campaign-wide cap on running tasks of this stage
+    requeue: bool | None = None
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One point of the sweep: its position, a stable id and the overrides that make it."""
+
+    index: int
+    id: str
+    overrides: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What planning needs to know of the cluster, read once before planning."""
+
+    max_array_size: int = 1001
+    min_job_age_s: int = 300
+    partition_gpus: Mapping[str, int] = field(default_factory=dict)  # partition -> most GPUs on one node
+    default_partition: str | None = None
+    accounts: frozenset[str] | None = None  # the user's accounts; None when unknown
+    version: str = "unknown"
+
+
+@dataclass(frozen=True)
+class Edge:
+    kind: DepKind
+    parent: str  # a node key
+
+
+@dataclass(frozen=True)
+class JobNode:
+    """One sbatch submission of the plan: a single job or one chunk of a stage's array.
+
+    Task i of the chunk runs trial `offset + i`. Keys, never job ids: ids exist only at submission.
+    """
+
+    key: str
+    stage: str
+    edges: tuple[Edge, ...] = ()
+    size: int = 1
+    offset: int = 0
+    array: bool = False
+    throttle: int | None = None
+    singleton: bool = False
+    # Join edges with '?' (any) instead of ',' (all): a failure handler of a chunked stage must
+    # fire when ANY chunk fails, and `afternotok:a:b` waits for ALL of a and b to fail.
+    any_of: bool = False
+
+    def array_expr(self) -> str | None:
+        if not self.array:
+            return None
+        expr = f"0-{self.size - 1}" if self.size > 1 else "0"
+        return expr + (f"%{self.throttle}" if self.throttle else "")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The campaign as a DAG of submissions, in topological order (parents before children)."""
+
+    experiment: str
+    stages: Mapping[str, Stage]
+    nodes: tuple[JobNode, ...]
+    n_trials: int
+    gpu_hours: float
+    gpu_hours_unbounded: tuple[str, ...] = ()  # stages with GPUs but no time limit
+
+    def node(self, key: str) -> JobNode:
+        for n in self.nodes:
+            if n.key == key:
+                return n
+        raise KeyError(key)
+
+    def tasks(self) -> int:
+        return sum(n.size for n in self.nodes)

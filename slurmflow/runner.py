@@ -129,3 +129,30 @@ class FunctionRunner:
         if check and done.returncode != 0:
             raise CommandError(items, done.returncode, done.stdout, done.stderr)
         return done
+
+
+def run_child(
+    argv: Sequence[str],
+    *,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    forward: Sequence[int] = (),
+) -> int:
+    """Run a job's own command in the foreground, its output going straight to ours (Slurm's log),
+    forwarding the given signals to it, and return its exit status (128 + N if killed by signal N)."""
+    import signal
+
+    items = _check_argv(argv)
+    try:
+        child = subprocess.Popen(items, cwd=cwd, env=None if env is None else dict(env))
+    except FileNotFoundError as exc:
+        raise CommandNotFound(items, None, "", str(exc), note=f"{items[0]} not found on PATH") from exc
+    previous = {}
+    for sig in forward:
+        previous[sig] = signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - code if code < 0 else code

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Mapping
 
 from slurmflow.errors import UsageError
-from slurmflow.model import Dependency, DepKind, JobSpec
+from slurmflow.model import DepClause, Dependency, DepKind, JobNode, JobSpec, Stage
 
 _JOB_ID = re.compile(r"^\d+(_\d+)?$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -101,3 +102,62 @@ def argv(spec: JobSpec, script_path: str | None = None) -> list[str]:
     if script_path:
         out.append(script_path)
     return out
+
+
+def job_name(run_id: str, key: str) -> str:
+    """Every job of a run carries the run id in its name: one `--name` query finds them all, and
+    a resume reconciles by it before submitting again."""
+    return f"sf.{run_id}.{key}"
+
+
+def node_dependency(
+    node: JobNode, parent_ids: Mapping[str, str], dropped: frozenset[str] = frozenset()
+) -> Dependency | None:
+    """Edges -> a Dependency on job ids. Edges to `dropped` parents (already known satisfied) are
+    left out: a dependency on a job older than MinJobAge would be unknown to the controller."""
+    edges = [e for e in node.edges if e.parent not in dropped]
+    clauses: list[DepClause] = []
+    if node.any_of:
+        clauses = [DepClause(e.kind, (parent_ids[e.parent],)) for e in edges]
+    else:
+        by_kind: dict[DepKind, list[str]] = {}
+        for e in edges:
+            by_kind.setdefault(e.kind, []).append(parent_ids[e.parent])
+        clauses = [DepClause(kind, tuple(ids)) for kind, ids in by_kind.items()]
+    if node.singleton:
+        clauses.append(DepClause(DepKind.SINGLETON))
+    return Dependency(tuple(clauses), any_of=node.any_of) if clauses else None
+
+
+def node_spec(
+    node: JobNode,
+    stage: Stage,
+    parent_ids: Mapping[str, str],
+    *,
+    run_id: str,
+    script: str,
+    logs_dir: str,
+    chdir: str,
+    dropped: frozenset[str] = frozenset(),
+) -> JobSpec:
+    res = stage.resources
+    log = f"{logs_dir}/{node.key}/" + ("%a.out" if node.array else "job.out")
+    return JobSpec(
+        name=job_name(run_id, node.key),
+        script=script,
+        partition=res.partition,
+        account=res.account,
+        qos=res.qos,
+        gpus_per_task=res.gpus,
+        cpus_per_task=res.cpus,
+        mem=res.mem,
+        time=res.time,
+        array=node.array_expr(),
+        dependency=node_dependency(node, parent_ids, dropped),
+        requeue=stage.requeue,
+        comment=f"slurmflow:{run_id}:{node.key}",
+        output=log,
+        chdir=chdir,
+        constraint=res.constraint,
+        extra_args=res.extra,
+    )

@@ -141,9 +141,7 @@ SQUEUE_FIELDS = (
 )
 
 
-def squeue_argv(
-    job_ids: Sequence[str] = (), *, name: str | None = None, user: str | None = None
-) -> list[str]:
+def squeue_argv(job_ids: Sequence[str] = (), *, name: str | None = None, user: str | None = None) -> list[str]:
     # -t all: finished jobs still in the controller (younger than MinJobAge) are reported too;
     # an array task cancelled by --kill-on-invalid-dep before it started is ONLY visible here.
     # -r: one row per array task, pending tasks included.
@@ -214,9 +212,7 @@ SACCT_FIELDS = (
 )
 
 
-def sacct_argv(
-    job_ids: Sequence[str] = (), *, name: str | None = None, since: str | None = None
-) -> list[str]:
+def sacct_argv(job_ids: Sequence[str] = (), *, name: str | None = None, since: str | None = None) -> list[str]:
     # -X: allocations only (no 123.batch / 123.extern step rows). -P: '|'-separated, no padding.
     argv = ["sacct", "-X", "-P", "--noheader", "--format=" + ",".join(SACCT_FIELDS)]
     if job_ids:
@@ -236,9 +232,7 @@ def parse_sacct(stdout: str) -> list[JobInfo]:
         cols = line.split("|")
         if len(cols) < len(SACCT_FIELDS):
             raise ParseError("sacct output", line)
-        job_id, raw, name, state, exit_code, reason, nodes, account, user, part, restarts = cols[
-            : len(SACCT_FIELDS)
-        ]
+        job_id, raw, name, state, exit_code, reason, nodes, account, user, part, restarts = cols[: len(SACCT_FIELDS)]
         if "." in job_id:  # a step row slipped through (no -X): skip it
             continue
         st, by = parse_state(state)

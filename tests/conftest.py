@@ -17,9 +17,7 @@ def mini_cluster() -> str:
     """The running mini cluster. Integration tests FAIL (never skip) when it is not up: start it
     with `docker/slurm-cluster/cluster.sh up`, or run the whole suite with `make test`."""
     if shutil.which("docker") is None:
-        pytest.fail(
-            "docker is not installed: the integration tier needs the mini cluster (make test installs it)"
-        )
+        pytest.fail("docker is not installed: the integration tier needs the mini cluster (make test installs it)")
     done = subprocess.run(
         ["docker", "exec", CONTAINER, "cluster-ready", "--wait", "60"],
         capture_output=True,

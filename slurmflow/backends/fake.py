@@ -20,6 +20,7 @@ from slurmflow import slurm_text
 from slurmflow.errors import SlurmError
 from slurmflow.model import (
     ClusterConfig,
+    ClusterInfo,
     Dependency,
     DepKind,
     JobInfo,
@@ -70,6 +71,8 @@ class _Task:
     # Once Slurm finds a dependency unsatisfiable it remembers that: a requeued parent that later
     # succeeds does not revive the child; only a dependency update does (verified on 22.05 and 24.11).
     dep_failed: bool = False
+    gpu_ids: list[int] = field(default_factory=list)
+    script_path: str | None = None  # the GPU slots a running task holds (local backend)
 
     @property
     def gpus(self) -> int:
@@ -111,13 +114,12 @@ class FakeSlurm:
 
     def submit(self, spec: JobSpec, script_path: str | None = None) -> str:
         partition = spec.partition or self.default_partition
-        if not any(partition in n.partitions for n in self.nodes):
+        if not any(partition in n.partitions or "*" in n.partitions for n in self.nodes):
             raise SlurmError(["sbatch"], 1, "", "sbatch: error: invalid partition specified: " + partition)
         if spec.dependency:
             for parent in spec.dependency.parents():
                 if not any(
-                    t.job_id == parent or t.array_job_id == parent or t.raw_id == parent
-                    for t in self.tasks.values()
+                    t.job_id == parent or t.array_job_id == parent or t.raw_id == parent for t in self.tasks.values()
                 ):
                     raise SlurmError(
                         ["sbatch"],
@@ -150,6 +152,7 @@ class FakeSlurm:
                 self.user,
                 spec.dependency,
                 eligible=self.now,
+                script_path=script_path,
             )
         self._schedule()
         return base
@@ -193,6 +196,19 @@ class FakeSlurm:
     def config(self) -> ClusterConfig:
         return ClusterConfig("fake", self.max_array_size, 60000, 300)
 
+    def cluster_info(self) -> ClusterInfo:
+        gpus: dict[str, int] = {}
+        for n in self.nodes:
+            for p in n.partitions:
+                gpus[p] = max(gpus.get(p, 0), n.gpus)
+        return ClusterInfo(
+            max_array_size=self.max_array_size,
+            partition_gpus=gpus,
+            default_partition=self.default_partition,
+            accounts=frozenset({self.default_account, *self.gpu_caps}),
+            version="fake",
+        )
+
     # --- faults and limits --------------------------------------------------------------------
 
     def stop_node(self, name: str) -> None:
@@ -222,11 +238,15 @@ class FakeSlurm:
         end = self.now + seconds
         while self.now < end:
             self.now = min(end, self.now + 1.0)
-            for t in self.tasks.values():
-                if t.state is JobState.RUNNING and t.ends <= self.now:
-                    code = t.outcome.exit_code
+            self._tick()
+
+    def _tick(self) -> None:
+        for t in self.tasks.values():
+            if t.state is JobState.RUNNING:
+                code = self._poll(t)
+                if code is not None:
                     self._end(t, JobState.COMPLETED if code == 0 else JobState.FAILED, code, 0)
-            self._schedule()
+        self._schedule()
 
     # --- simulation ---------------------------------------------------------------------------
 
@@ -235,17 +255,20 @@ class FakeSlurm:
         return [t for t in self.tasks.values() if t.job_id in wanted or (t.array_job_id or "") in wanted]
 
     def _family(self, job_id: str) -> list[_Task]:
-        return [
-            t
-            for t in self.tasks.values()
-            if t.job_id == job_id or t.array_job_id == job_id or t.raw_id == job_id
-        ]
+        return [t for t in self.tasks.values() if t.job_id == job_id or t.array_job_id == job_id or t.raw_id == job_id]
 
     def _end(self, t: _Task, state: JobState, code: int, sig: int) -> None:
+        if t.state is JobState.RUNNING:
+            self._stop(t)
         t.state, t.exit_code, t.signal = state, code, sig
         t.reason = "None" if state is not JobState.FAILED else "NonZeroExitCode"
 
+    def _stop(self, t: _Task) -> None:
+        """A running task is ended early (cancel, node failure, requeue)."""
+
     def _requeue(self, t: _Task) -> None:
+        if t.state is JobState.RUNNING:
+            self._stop(t)
         t.state, t.node, t.exit_code, t.signal = JobState.PENDING, None, None, None
         t.restarts += 1
         t.eligible = self.now + self.requeue_delay
@@ -258,24 +281,15 @@ class FakeSlurm:
             return True
         results = [self._clause(t, c.kind, c.job_ids) for c in dep.clauses]
         if dep.any_of:
-            return (
-                True
-                if any(r is True for r in results)
-                else (False if all(r is False for r in results) else None)
-            )
-        return (
-            False if any(r is False for r in results) else (True if all(r is True for r in results) else None)
-        )
+            return True if any(r is True for r in results) else (False if all(r is False for r in results) else None)
+        return False if any(r is False for r in results) else (True if all(r is True for r in results) else None)
 
     def _clause(self, t: _Task, kind: DepKind, ids: tuple[str, ...]) -> bool | None:
         if kind is DepKind.SINGLETON:
             rivals = [
                 o
                 for o in self.tasks.values()
-                if o.spec.name == t.spec.name
-                and o.user == t.user
-                and o.raw_id < t.raw_id
-                and not o.state.final
+                if o.spec.name == t.spec.name and o.user == t.user and o.raw_id < t.raw_id and not o.state.final
             ]
             return None if rivals else True
         verdicts: list[bool | None] = []
@@ -295,11 +309,7 @@ class FakeSlurm:
                 verdicts.append(None if not done else (not all(ok)))
             else:  # AFTER_ANY
                 verdicts.append(True if done else None)
-        return (
-            False
-            if any(v is False for v in verdicts)
-            else (True if all(v is True for v in verdicts) else None)
-        )
+        return False if any(v is False for v in verdicts) else (True if all(v is True for v in verdicts) else None)
 
     def _schedule(self) -> None:
         for t in sorted(self.tasks.values(), key=lambda x: (int(x.array_job_id or x.job_id), x.index or 0)):
@@ -338,14 +348,25 @@ class FakeSlurm:
             if node is None:
                 t.reason = "Resources"
                 continue
-            t.outcome = self.program(t.spec, t.index, t.restarts)
             t.state, t.node, t.reason = JobState.RUNNING, node.name, "None"
-            t.started, t.ends = self.now, self.now + t.outcome.seconds
+            t.started = self.now
+            self._start(t)
+
+    # Hooks: the fake plays `program`; the local backend runs real processes.
+
+    def _start(self, t: _Task) -> None:
+        t.outcome = self.program(t.spec, t.index, t.restarts)
+        t.ends = self.now + t.outcome.seconds
+
+    def _poll(self, t: _Task) -> int | None:
+        return t.outcome.exit_code if t.ends <= self.now else None
 
     def _fit(self, t: _Task) -> FakeNode | None:
         partition = t.spec.partition or self.default_partition
         for node in self.nodes:
-            if not node.up or partition not in node.partitions or node.name in t.spec.exclude:
+            if not node.up or node.name in t.spec.exclude:
+                continue
+            if partition not in node.partitions and "*" not in node.partitions:
                 continue
             running = [o for o in self.tasks.values() if o.node == node.name and o.state is JobState.RUNNING]
             if (

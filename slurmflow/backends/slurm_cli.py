@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from slurmflow import sbatch, slurm_text
 from slurmflow.errors import AccountingUnavailable, CommandError, SlurmError
-from slurmflow.model import ClusterConfig, Dependency, JobInfo, JobSpec, QueryResult
+from slurmflow.model import ClusterConfig, ClusterInfo, Dependency, JobInfo, JobSpec, QueryResult
 from slurmflow.runner import Completed, Runner, SubprocessRunner
 
 
@@ -77,3 +77,31 @@ class SlurmCLI:
 
     def nodes(self) -> list[dict[str, str | int]]:
         return slurm_text.parse_sinfo(self._run(slurm_text.SINFO_ARGV).stdout)
+
+    def cluster_info(self) -> ClusterInfo:
+        """What planning checks against: limits, partitions and their largest GPU node, my accounts."""
+        cfg = self.config()
+        most: dict[str, int] = {}
+        default = None
+        for n in self.nodes():
+            part = str(n["partition"])
+            most[part] = max(most.get(part, 0), int(n["gpus"]))
+            if n["default"]:
+                default = part
+        accounts: frozenset[str] | None
+        try:
+            me = self._run(["id", "-un"]).stdout.strip()
+            rows = self._run(
+                ["sacctmgr", "--noheader", "--parsable2", "show", "assoc", f"users={me}", "format=Account"]
+            )
+            accounts = frozenset(line.strip() for line in rows.stdout.splitlines() if line.strip())
+        except SlurmError:
+            accounts = None  # no accounting: the account is left for sbatch to check
+        return ClusterInfo(
+            max_array_size=cfg.max_array_size,
+            min_job_age_s=cfg.min_job_age_s,
+            partition_gpus=most,
+            default_partition=default,
+            accounts=accounts or None,
+            version=cfg.version,
+        )

@@ -33,9 +33,7 @@ def test_gpu_array_task_failure_is_per_task(harness: Harness) -> None:
 
 def test_afterok_child_never_runs_and_afternotok_handler_runs(harness: Harness) -> None:
     a = harness.submit("parent", FAIL_2, array="0-3", gpus_per_task=1)
-    child = harness.submit(
-        "child", Work(), dependency=Dependency.on(DepKind.AFTER_OK, a), kill_on_invalid_dep=False
-    )
+    child = harness.submit("child", Work(), dependency=Dependency.on(DepKind.AFTER_OK, a), kill_on_invalid_dep=False)
     handler = harness.submit("handler", Work(), dependency=Dependency.on(DepKind.AFTER_NOT_OK, a))
     final = harness.submit("finally", Work(), dependency=Dependency.on(DepKind.AFTER_ANY, a))
     assert harness.wait(handler, all_final(1), 120, "handler finished")[handler].state is CD

@@ -76,9 +76,7 @@ def test_cluster_command_from_the_host_through_a_prefix(mini_cluster: str) -> No
 
 def test_cluster_command_reports_an_unreachable_cluster_in_one_line() -> None:
     env = {**os.environ, "SLURMFLOW_SLURM_PREFIX": "docker exec -i slurmflow-no-such-container"}
-    done = subprocess.run(
-        [sys.executable, "-m", "slurmflow", "cluster"], capture_output=True, text=True, env=env
-    )
+    done = subprocess.run([sys.executable, "-m", "slurmflow", "cluster"], capture_output=True, text=True, env=env)
     assert done.returncode == 1
     assert done.stderr.startswith("slurmflow: error:") and len(done.stderr.strip().splitlines()) == 1
     assert "No such container" in done.stderr

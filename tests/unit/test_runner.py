@@ -47,9 +47,7 @@ def test_not_found() -> None:
 
 
 def test_prefix_and_input() -> None:
-    runner = SubprocessRunner(
-        prefix=(sys.executable, "-c", "import sys; print(sys.argv[1:], sys.stdin.read())")
-    )
+    runner = SubprocessRunner(prefix=(sys.executable, "-c", "import sys; print(sys.argv[1:], sys.stdin.read())"))
     done = runner.run(["sbatch", "--parsable"], input="#!/bin/bash\n")
     assert done.stdout == "['sbatch', '--parsable'] #!/bin/bash\n\n"
     assert runner.calls == 1

@@ -78,9 +78,7 @@ def test_argv_minimal_reads_script_from_stdin() -> None:
 
 
 def test_kill_on_invalid_dep_can_be_turned_off() -> None:
-    spec = JobSpec(
-        name="a", script="true", dependency=Dependency.on(DepKind.AFTER_OK, "1"), kill_on_invalid_dep=False
-    )
+    spec = JobSpec(name="a", script="true", dependency=Dependency.on(DepKind.AFTER_OK, "1"), kill_on_invalid_dep=False)
     assert "--kill-on-invalid-dep=no" in sbatch.argv(spec)
 
 

@@ -40,9 +40,7 @@ def test_submit_sends_script_on_stdin() -> None:
 
 
 def test_submit_errors_are_classified() -> None:
-    backend = SlurmCLI(
-        FunctionRunner(lambda a, i: (1, "", "sbatch: error: Socket timed out on send/recv operation"))
-    )
+    backend = SlurmCLI(FunctionRunner(lambda a, i: (1, "", "sbatch: error: Socket timed out on send/recv operation")))
     with pytest.raises(SubmissionAmbiguous):
         backend.submit(JobSpec(name="a", script="true"))
     backend = SlurmCLI(FunctionRunner(lambda a, i: (1, "", recorded("sbatch_bad_dependency.err"))))

@@ -127,8 +127,7 @@ def test_parse_sacct_collapsed_array_rows_are_expanded() -> None:
 
 def test_parse_sacct_skips_step_rows() -> None:
     text = (
-        "5|5|x|COMPLETED|0:0|None|gpu1|lab-a|alice|gpu|0\n"
-        "5.batch|5.batch|batch|COMPLETED|0:0|None|gpu1|lab-a||gpu|0\n"
+        "5|5|x|COMPLETED|0:0|None|gpu1|lab-a|alice|gpu|0\n5.batch|5.batch|batch|COMPLETED|0:0|None|gpu1|lab-a||gpu|0\n"
     )
     assert [j.job_id for j in st.parse_sacct(text)] == ["5"]
 

@@ -1,0 +1,132 @@
+"""Run a plan on this machine with Slurm's semantics: the embedded default when there is no Slurm.
+
+The scheduling (arrays, throttles, every dependency kind, kill-on-invalid-dep, GPU slots) is
+FakeSlurm's, checked against real Slurm by the contract suite; here each task is a real process
+running the same batch script, with the environment Slurm would give it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from slurmflow.backends.fake import FakeNode, FakeSlurm, _Task
+from slurmflow.model import JobSpec
+from slurmflow.sbatch import render_script
+
+
+def detect_gpus() -> int:
+    """GPUs NVML can see on this machine (0 without a driver)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no library, no driver, no device: no GPUs
+        return 0
+
+
+def _expand_output(pattern: str, t: _Task) -> str:
+    # The filename patterns of man sbatch that slurmflow uses: %A array job, %a task, %j job, %x name.
+    return (
+        pattern.replace("%A", t.array_job_id or t.raw_id)
+        .replace("%a", str(t.index if t.index is not None else 0))
+        .replace("%j", t.raw_id)
+        .replace("%x", t.spec.name)
+    )
+
+
+@dataclass
+class LocalSlurm(FakeSlurm):
+    """A one-node Slurm of this machine. `gpus` are slots handed out as CUDA_VISIBLE_DEVICES."""
+
+    gpus: int = 0
+    cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
+    requeue_delay: float = 0.0
+    _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _free_gpus: dict[str, list[int]] = field(default_factory=dict)
+    _t0: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.nodes = [FakeNode("localhost", ("*",), gpus=self.gpus, cpus=self.cpus)]
+        self._free_gpus = {"localhost": list(range(self.gpus))}
+        self.default_partition = "local"
+
+    def submit(self, spec: JobSpec, script_path: str | None = None) -> str:
+        if script_path is None:
+            fd, path = tempfile.mkstemp(prefix="slurmflow-", suffix=".sh")
+            with os.fdopen(fd, "w") as f:
+                f.write(render_script(spec))
+            script_path = path
+        return super().submit(spec, script_path)
+
+    def _start(self, t: _Task) -> None:
+        gpus = [self._free_gpus[t.node or "localhost"].pop(0) for _ in range(t.gpus)]
+        env = dict(os.environ)
+        env.update(
+            SLURM_JOB_ID=t.raw_id,
+            SLURM_JOB_NAME=t.spec.name,
+            SLURM_RESTART_COUNT=str(t.restarts),
+            SLURM_CPUS_PER_TASK=str(t.cpus),
+            SLURMD_NODENAME="localhost",
+            SLURM_JOB_GPUS=",".join(map(str, gpus)),
+            CUDA_VISIBLE_DEVICES=",".join(map(str, gpus)),
+        )
+        if t.index is not None:
+            env.update(SLURM_ARRAY_JOB_ID=t.array_job_id or t.raw_id, SLURM_ARRAY_TASK_ID=str(t.index))
+        t.gpu_ids = gpus
+        out_path = _expand_output(t.spec.output or "slurm-%j.out", t)
+        if t.spec.chdir and not os.path.isabs(out_path):
+            out_path = os.path.join(t.spec.chdir, out_path)
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(out_path, "ab") as out:
+            self._procs[t.job_id] = subprocess.Popen(
+                ["bash", str(t.script_path)],
+                cwd=t.spec.chdir or None,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def _release(self, t: _Task) -> None:
+        self._free_gpus[t.node or "localhost"].extend(t.gpu_ids)
+        t.gpu_ids = []
+        self._procs.pop(t.job_id, None)
+
+    def _poll(self, t: _Task) -> int | None:
+        proc = self._procs.get(t.job_id)
+        if proc is None:
+            return 1
+        code = proc.poll()
+        if code is None:
+            return None
+        self._release(t)
+        return 128 - code if code < 0 else code
+
+    def _stop(self, t: _Task) -> None:
+        proc = self._procs.get(t.job_id)
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 15)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+        self._release(t)
+
+    def advance(self, seconds: float = 0.0) -> None:
+        """Move the clock to real time, reap finished processes and start what may start."""
+        del seconds
+        self.now = time.monotonic() - self._t0
+        self._tick()

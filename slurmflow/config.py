@@ -1,0 +1,335 @@
+"""The only module that composes Hydra configs: experiments in, validated model types out.
+
+A launch composes the experiment ONCE (with the non-sweep overrides), parses sweep overrides
+with Hydra's own grammar (`a,b`, `range()`, `choice()`, `glob()`), and composes one
+representative per distinct config-group choice to validate the sweep. Each task composes its
+own trial config in the job, from a snapshot of the config directory (about 95 ms a compose:
+10,000 trials composed at plan time would take 16 minutes).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Glob, Override, ValueType
+from hydra.errors import HydraException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from slurmflow.errors import UsageError
+from slurmflow.model import DepKind, Resources, Stage, StageDep
+from slurmflow.sweep import Axis
+
+DEP_FIELDS = {
+    "after_ok": DepKind.AFTER_OK,
+    "after_not_ok": DepKind.AFTER_NOT_OK,
+    "after_any": DepKind.AFTER_ANY,
+    "after_corr": DepKind.AFTER_CORR,
+}
+STAGE_FIELDS = {
+    "command",
+    "callable",
+    "per_trial",
+    "singleton",
+    "resources",
+    "max_parallel",
+    "requeue",
+    *DEP_FIELDS,
+}
+RESOURCE_FIELDS = {"partition", "account", "qos", "gpus", "cpus", "mem", "time", "constraint", "extra"}
+_STAGE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+_SLURM_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_CONSTRAINT = re.compile(r"^[A-Za-z0-9_.,:&|!*\[\]()-]+$")
+_CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_MEM = re.compile(r"^\d+[KMGT]?$", re.IGNORECASE)
+_SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
+_HUMAN_TIME = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day)s?$", re.IGNORECASE)
+# Characters a shell would act on. slurmflow never runs a shell, but a value carrying these is a
+# mistake or an attack; it is refused before anything is written or submitted.
+_SHELL = re.compile(r"[;&|`$<>\n\r\0]|\$\(")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A composed, validated experiment."""
+
+    name: str
+    config_dir: Path
+    config_name: str
+    base_overrides: tuple[str, ...]
+    axes: tuple[Axis, ...]
+    stages: Mapping[str, Stage]
+    config: Any  # the base DictConfig (sweep keys at their defaults)
+
+
+def slurm_time(value: object, where: str) -> str:
+    """'30m' -> '00:30:00', '2h' -> '02:00:00', '1d' -> '1-00:00:00'; Slurm's own forms pass through."""
+    text = str(value).strip()
+    if _SLURM_TIME.match(text):
+        return text
+    m = _HUMAN_TIME.match(text)
+    if not m:
+        raise UsageError(f"{where}: time limit {text!r} is not valid: write 30m, 2h, 1d or Slurm's H:MM:SS")
+    seconds = int(float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)[0].lower()])
+    if seconds <= 0:
+        raise UsageError(f"{where}: time limit {text!r} must be positive")
+    days, rest = divmod(seconds, 86400)
+    clock = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}-{clock}" if days else clock
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def parse_overrides(overrides: Sequence[str]) -> list[Override]:
+    try:
+        return list(OverridesParser.create().parse_overrides(list(overrides)))
+    except HydraException as exc:
+        raise UsageError(f"override syntax: {_one_line(exc)}") from exc
+
+
+def _check_shell(value: str, where: str) -> None:
+    if _SHELL.search(value):
+        raise UsageError(
+            f"{where}: {value!r} contains shell control characters; slurmflow passes values as single "
+            "arguments, never through a shell: remove them"
+        )
+
+
+def _axis(ov: Override, config_dir: Path) -> Axis:
+    key = ov.key_or_group
+    group_dir = config_dir / key.replace(".", "/")
+    group = group_dir.is_dir()
+    if not ov.is_sweep_override():  # a sweep block entry with one value
+        value = ov.get_value_element_as_str()
+        _check_shell(value, f"sweep {key}")
+        return Axis(key, (value,), group)
+    if ov.value_type == ValueType.INTERVAL_SWEEP:
+        raise UsageError(f"sweep {key}: interval() needs an optimising sweeper; list values or use range()")
+    if ov.value_type == ValueType.GLOB_CHOICE_SWEEP:
+        if not group:
+            raise UsageError(f"sweep {key}: glob() selects config-group options, and {key} is not a config group")
+        options = sorted(p.stem for p in group_dir.glob("*.yaml"))
+        glob = ov.value()
+        assert isinstance(glob, Glob)
+        values = list(glob.filter(options))
+    else:
+        values = list(ov.sweep_string_iterator())
+    if not values:
+        raise UsageError(f"sweep {key}: yields no values; give at least one")
+    for v in values:
+        _check_shell(v, f"sweep {key}")
+    return Axis(key, tuple(values), group)
+
+
+def _compose(config_dir: Path, config_name: str, overrides: Sequence[str]) -> DictConfig:
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base=None, job_name="slurmflow"):
+            return compose(config_name=config_name, overrides=list(overrides))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise UsageError(
+            f"malformed YAML in {config_dir}{where}: {getattr(exc, 'problem', exc)}; fix the file"
+        ) from exc
+    except (HydraException, OmegaConfBaseException) as exc:
+        msg = _one_line(exc)
+        cause = exc.__cause__
+        if isinstance(cause, yaml.YAMLError):
+            raise UsageError(f"malformed YAML: {_one_line(cause)}; fix the file") from exc
+        if "not in struct" in str(exc) or "Could not override" in msg:
+            key = re.search(r"Could not override '([^']+)'", msg)
+            name = key.group(1) if key else msg
+            raise UsageError(
+                f"override {name}: no such key in the config; fix the name, or add it with +{name}=..."
+            ) from exc
+        if "Cannot find primary config" in msg:
+            raise UsageError(
+                f"config {config_name!r} not found in {config_dir}: check -cd/--config-dir and -cn/--config-name"
+            ) from exc
+        raise UsageError(f"config: {msg}") from exc
+
+
+def _as_list(value: object, where: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise UsageError(f"{where}: expected a stage name or a list of stage names")
+
+
+def _resources(raw: object, where: str) -> Resources:
+    if raw is None:
+        return Resources()
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where}: expected a mapping of partition, gpus, cpus, mem, time, ...")
+    unknown = sorted(set(raw) - RESOURCE_FIELDS)
+    if unknown:
+        raise UsageError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(RESOURCE_FIELDS))})")
+    out: dict[str, Any] = {}
+    for key in ("partition", "account", "qos"):
+        if raw.get(key) is not None:
+            value = str(raw[key])
+            _check_shell(value, f"{where}.{key}")
+            if not _SLURM_NAME.match(value):
+                raise UsageError(f"{where}.{key}: {value!r} is not a Slurm name: use letters, digits, . _ -")
+            out[key] = value
+    if raw.get("constraint") is not None:
+        value = str(raw["constraint"])
+        _check_shell(value, f"{where}.constraint")
+        if not _CONSTRAINT.match(value):
+            raise UsageError(f"{where}.constraint: {value!r} is not a Slurm feature expression")
+        out["constraint"] = value
+    for key in ("gpus", "cpus"):
+        if raw.get(key) is not None:
+            value = raw[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise UsageError(f"{where}.{key}: {value!r} must be a whole number >= 0")
+            out[key] = value
+    if raw.get("mem") is not None:
+        mem = str(raw["mem"])
+        if not _MEM.match(mem):
+            raise UsageError(f"{where}.mem: {mem!r} is not a size: write 4G, 512M or 1T")
+        out["mem"] = mem
+    if raw.get("time") is not None:
+        out["time"] = slurm_time(raw["time"], f"{where}.time")
+    extra = raw.get("extra") or []
+    if not isinstance(extra, list) or not all(isinstance(e, str) and e.startswith("--") for e in extra):
+        raise UsageError(f"{where}.extra: expected a list of sbatch options such as ['--nice=10']")
+    for e in extra:
+        if "\n" in e or "\0" in e:
+            raise UsageError(f"{where}.extra: {e!r} contains a line break")
+    out["extra"] = tuple(extra)
+    return Resources(**out)
+
+
+def parse_stage(name: str, raw: object) -> Stage:
+    where = f"stages.{name}"
+    if not _STAGE_NAME.match(name):
+        raise UsageError(f"{where}: stage names use letters, digits, _ and -, starting with a letter")
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where}: expected a mapping with a command (or a callable)")
+    unknown = sorted(set(raw) - STAGE_FIELDS)
+    if unknown:
+        raise UsageError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(STAGE_FIELDS))})")
+    command, func = raw.get("command"), raw.get("callable")
+    if (command is None) == (func is None):
+        raise UsageError(f"{where}: give exactly one of command or callable")
+    if command is not None:
+        if not isinstance(command, str) or not command.strip():
+            raise UsageError(f"{where}.command: expected a non-empty command line")
+        try:
+            shlex.split(command)
+        except ValueError as exc:
+            raise UsageError(f"{where}.command: {exc}: balance the quotes") from exc
+    if func is not None and (not isinstance(func, str) or not _CALLABLE.match(func)):
+        raise UsageError(f"{where}.callable: {func!r} is not of the form package.module:function")
+    deps = tuple(
+        StageDep(kind, parent)
+        for field, kind in DEP_FIELDS.items()
+        for parent in _as_list(raw.get(field), f"{where}.{field}")
+    )
+    max_parallel = raw.get("max_parallel")
+    if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
+        raise UsageError(f"{where}.max_parallel: {max_parallel!r} must be a whole number >= 1")
+    return Stage(
+        name=name,
+        command=command,
+        callable=func,
+        per_trial=bool(raw.get("per_trial", False)),
+        deps=deps,
+        singleton=bool(raw.get("singleton", False)),
+        resources=_resources(raw.get("resources"), f"{where}.resources"),
+        max_parallel=max_parallel,
+        requeue=raw.get("requeue"),
+    )
+
+
+def load(config_dir: Path, config_name: str, overrides: Sequence[str]) -> Experiment:
+    """Compose, split sweeps off, validate. Raises UsageError with a one-line message."""
+    config_dir = config_dir.resolve()
+    if not config_dir.is_dir():
+        raise UsageError(f"config directory {config_dir} does not exist: pass -cd/--config-dir")
+    parsed = parse_overrides(overrides)
+    base = [o.input_line for o in parsed if not o.is_sweep_override()]
+    for o in parsed:
+        if not o.is_sweep_override():
+            _check_shell(o.get_value_element_as_str(), f"override {o.key_or_group}")
+    cfg = _compose(config_dir, config_name, [b for b in base if b is not None])
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(raw, dict)
+
+    # The config's own sweep block, then the command line: a key given on the command line
+    # (swept or fixed) replaces the config's sweep of that key, as in Hydra's --multirun.
+    cli_keys = {o.key_or_group for o in parsed}
+    sweep_block = raw.get("sweep") or {}
+    if not isinstance(sweep_block, dict):
+        raise UsageError("sweep: expected a mapping of key: values (e.g. model.lr: 1e-3,3e-4)")
+    block_lines = []
+    for key, value in sweep_block.items():
+        if key in cli_keys:
+            continue
+        text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+        block_lines.append(f"{key}={text}")
+    sweeps = parse_overrides(block_lines) + [o for o in parsed if o.is_sweep_override()]
+    axes = tuple(_axis(o, config_dir) for o in sweeps)
+
+    stages_raw = raw.get("stages")
+    if not isinstance(stages_raw, dict) or not stages_raw:
+        raise UsageError("stages: the experiment defines no stages; add at least one under stages:")
+    stages = {name: parse_stage(str(name), body) for name, body in stages_raw.items()}
+    name = str(raw.get("name") or config_name)
+    if not _STAGE_NAME.match(name):
+        raise UsageError(f"name: {name!r} must use letters, digits, _ and -, starting with a letter")
+    return Experiment(name, config_dir, config_name, tuple(b for b in base if b), axes, stages, cfg)
+
+
+def validate_trials(exp: Experiment, representatives: Sequence[Sequence[str]]) -> None:
+    """Compose one representative trial per distinct config-group choice and resolve every stage
+    command in it: an unknown sweep key or a broken interpolation fails here, before submission."""
+    for overrides in representatives:
+        cfg = _compose(exp.config_dir, exp.config_name, [*exp.base_overrides, *overrides])
+        for stage in exp.stages.values():
+            if stage.command:
+                try:
+                    command_argv(stage.command, cfg)
+                except UsageError as exc:
+                    raise UsageError(f"stages.{stage.name}.command: {exc}") from exc
+
+
+def command_argv(template: str, cfg: DictConfig) -> list[str]:
+    """Split the command as the user wrote it, THEN resolve ${...} in each word: a value becomes
+    exactly one argument whatever it contains, and no shell ever sees it."""
+    words = shlex.split(template)
+    if not any("${" in w for w in words):
+        return words
+    holder = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    assert isinstance(holder, DictConfig)
+    holder["_slurmflow_words"] = words
+    try:
+        resolved = OmegaConf.to_container(holder["_slurmflow_words"], resolve=True)
+    except OmegaConfBaseException as exc:
+        raise UsageError(f"cannot resolve {template!r}: {_one_line(exc)}") from exc
+    assert isinstance(resolved, list)
+    return [str(w) for w in resolved]
+
+
+def trial_config(exp_dir: Path, config_name: str, overrides: Sequence[str]) -> DictConfig:
+    """A trial's config, composed from a snapshot of the config directory (in the job)."""
+    return _compose(exp_dir, config_name, overrides)
+
+
+def to_yaml(cfg: DictConfig | ListConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=False)

@@ -1,0 +1,207 @@
+"""The run directory: snapshot, manifest, plan, scripts, provenance, and an append-only event log.
+
+runs/<run_id>/            mode 0700: private to its owner
+  config/                 snapshot of the config directory taken at launch
+  experiment.yaml         the composed experiment (sweep keys at their defaults)
+  launch.json             config name, base overrides, working directory, python
+  trials.jsonl            one trial a line; trials.idx holds each line's byte offset
+  plan.json               the DAG
+  scripts/<node>.sh       what was submitted
+  provenance.json         git commit and diff, packages, Slurm version, user, host, time
+  events.jsonl            intents, submissions, reconciliations (append-only, fsync'd)
+  logs/<node>/            Slurm's stdout/stderr per task
+  trials/<trial_id>/      what each trial's tasks write (config, status, metrics)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+from array import array
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slurmflow.errors import UsageError
+from slurmflow.model import DepKind, Edge, JobNode, Plan, Resources, Stage, StageDep, Trial
+
+
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    doc = asdict(plan)
+    doc["stages"] = {k: asdict(v) for k, v in plan.stages.items()}
+    out: dict[str, Any] = json.loads(json.dumps(doc, default=lambda o: o.value))  # enums -> values
+    return out
+
+
+def plan_from_dict(doc: Mapping[str, Any]) -> Plan:
+    stages = {
+        name: Stage(
+            **{
+                **s,
+                "deps": tuple(StageDep(DepKind(d["kind"]), d["stage"]) for d in s["deps"]),
+                "resources": Resources(**{**s["resources"], "extra": tuple(s["resources"]["extra"])}),
+            }
+        )
+        for name, s in doc["stages"].items()
+    }
+    nodes = tuple(
+        JobNode(**{**n, "edges": tuple(Edge(DepKind(e["kind"]), e["parent"]) for e in n["edges"])})
+        for n in doc["nodes"]
+    )
+    return Plan(doc["experiment"], stages, nodes, doc["n_trials"], doc["gpu_hours"], tuple(doc["gpu_hours_unbounded"]))
+
+
+@dataclass
+class RunState:
+    """What the event log says: which nodes were submitted (and as which job), which were only
+    intended (a crash or an ambiguous answer between the intent and the job id)."""
+
+    submitted: dict[str, str] = field(default_factory=dict)
+    intents: set[str] = field(default_factory=set)
+    skipped: set[str] = field(default_factory=set)
+    complete: bool = False
+
+
+def reduce(events: Iterable[Mapping[str, Any]]) -> RunState:
+    state = RunState()
+    for ev in events:
+        kind, node = ev.get("event"), ev.get("node")
+        if kind == "intent" and node:
+            state.intents.add(node)
+        elif kind == "submitted" and node:
+            state.submitted[node] = str(ev["job_id"])
+            state.intents.discard(node)
+        elif kind == "skipped" and node:
+            state.skipped.add(node)
+            state.intents.discard(node)
+        elif kind == "launch_complete":
+            state.complete = True
+    return state
+
+
+class RunStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @classmethod
+    def create(cls, runs_dir: Path, run_id: str) -> RunStore:
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        root = runs_dir / run_id
+        old = os.umask(0o077)
+        try:
+            root.mkdir(mode=0o700)
+            for sub in ("scripts", "logs", "trials"):
+                (root / sub).mkdir(mode=0o700)
+        finally:
+            os.umask(old)
+        os.chmod(root, 0o700)  # whatever the umask or the parent's ACLs say
+        return cls(root)
+
+    @classmethod
+    def open(cls, run: str, runs_dir: Path) -> RunStore:
+        for candidate in (Path(run), runs_dir / run):
+            if (candidate / "plan.json").is_file():
+                return cls(candidate.resolve())
+        raise UsageError(f"no run {run!r} in {runs_dir} (nor a run directory at that path): check the run id")
+
+    @property
+    def run_id(self) -> str:
+        return self.root.name
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    def write_text(self, name: str, text: str, *, executable: bool = False) -> Path:
+        path = self.root / name
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.chmod(tmp, 0o700 if executable else 0o600)
+        tmp.replace(path)
+        return path
+
+    def write_json(self, name: str, doc: Any) -> Path:
+        return self.write_text(name, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.root / name).read_text())
+
+    def snapshot_config(self, config_dir: Path) -> Path:
+        dest = self.root / "config"
+        shutil.copytree(config_dir, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
+        return dest
+
+    # --- trial manifest: one JSON line per trial, offsets for O(1) lookup in each task ---------
+
+    def write_manifest(self, trials: Iterable[Trial]) -> int:
+        offsets = array("Q")
+        pos = 0
+        with open(self.root / "trials.jsonl", "wb") as out:
+            for t in trials:
+                line = json.dumps({"index": t.index, "id": t.id, "overrides": list(t.overrides)}).encode() + b"\n"
+                offsets.append(pos)
+                out.write(line)
+                pos += len(line)
+        with open(self.root / "trials.idx", "wb") as idx:
+            offsets.tofile(idx)
+        return len(offsets)
+
+    def read_trial(self, index: int) -> Trial:
+        item = array("Q")
+        with open(self.root / "trials.idx", "rb") as idx:
+            idx.seek(index * item.itemsize)
+            item.frombytes(idx.read(item.itemsize))
+        with open(self.root / "trials.jsonl", "rb") as f:
+            f.seek(item[0])
+            doc = json.loads(f.readline())
+        return Trial(doc["index"], doc["id"], tuple(doc["overrides"]))
+
+    def trials(self) -> Iterator[Trial]:
+        with open(self.root / "trials.jsonl") as f:
+            for line in f:
+                doc = json.loads(line)
+                yield Trial(doc["index"], doc["id"], tuple(doc["overrides"]))
+
+    def plan(self) -> Plan:
+        return plan_from_dict(self.read_json("plan.json"))
+
+    # --- event log ------------------------------------------------------------------------------
+
+    def append(self, event: Mapping[str, Any]) -> None:
+        line = json.dumps(dict(event), sort_keys=True) + "\n"
+        fd = os.open(self.root / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode())
+            os.fsync(fd)  # an intent must be on disk before the sbatch it announces
+        finally:
+            os.close(fd)
+
+    def events(self) -> list[dict[str, Any]]:
+        path = self.root / "events.jsonl"
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):  # a torn last line after a crash
+                out.append(json.loads(line))
+        return out
+
+    def state(self) -> RunState:
+        return reduce(self.events())
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """One submitter per run: a second `resume` while one runs would submit twice."""
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise UsageError(f"run {self.run_id} is being submitted by another process; wait for it") from exc
+            yield
+        finally:
+            os.close(fd)

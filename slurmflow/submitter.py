@@ -1,0 +1,143 @@
+"""Walk the plan in topological order and submit it: idempotent, resumable, never twice.
+
+Before each sbatch an intent is fsync'd to the run's event log, after it the job id. A node with
+an intent but no id (a crash, a kill -9, an ambiguous "Socket timed out") is reconciled with Slurm
+by its job name before anything is submitted again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from slurmflow import sbatch
+from slurmflow.backends.base import Backend
+from slurmflow.errors import SubmissionAmbiguous
+from slurmflow.model import DepKind, JobInfo, JobNode, JobState, Plan
+from slurmflow.store import RunStore
+
+Progress = Callable[[JobNode, str], None]
+
+
+@dataclass(frozen=True)
+class Context:
+    run_id: str
+    script: Callable[[JobNode], str]  # the script body of a node
+    logs_dir: str
+    chdir: str
+
+
+def _reconcile(backend: Backend, run_id: str, key: str) -> str | None:
+    """The job id Slurm holds for this node, if an earlier attempt did create it."""
+    found = backend.query(name=sbatch.job_name(run_id, key)).jobs
+    bases = sorted({j.base_id for j in found}, key=int)
+    return bases[0] if bases else None
+
+
+def _outcome(tasks: list[JobInfo]) -> str:
+    """'running' while any task is not final, else 'ok' if all completed, else 'failed'."""
+    if not tasks or not all(t.state.final for t in tasks):
+        return "running"
+    return "ok" if all(t.state is JobState.COMPLETED for t in tasks) else "failed"
+
+
+def _resolve_finished_parents(
+    plan: Plan, node: JobNode, outcomes: Mapping[str, str], skipped: set[str]
+) -> tuple[frozenset[str], bool]:
+    """Edges to parents that already finished. Slurm forgets a finished job after MinJobAge and then
+    rejects (24.11) or ignores (22.05) a dependency on it, so those edges are resolved here.
+    Returns (parents to drop, whether the node can still run)."""
+    dropped: set[str] = set()
+    for edge in node.edges:
+        outcome = "failed" if edge.parent in skipped else outcomes.get(edge.parent, "running")
+        if outcome == "running":
+            continue
+        satisfied = {
+            DepKind.AFTER_OK: outcome == "ok",
+            DepKind.AFTER_CORR: outcome == "ok",
+            DepKind.AFTER_ANY: True,
+            DepKind.AFTER_NOT_OK: outcome == "failed",
+        }[edge.kind]
+        if satisfied:
+            dropped.add(edge.parent)
+        elif not node.any_of:
+            return frozenset(dropped), False
+    if node.any_of and node.edges and all(e.parent not in dropped for e in node.edges):
+        ended = all(
+            ("failed" if e.parent in skipped else outcomes.get(e.parent, "running")) != "running" for e in node.edges
+        )
+        if ended:
+            return frozenset(), False
+    return frozenset(dropped), True
+
+
+def submit(
+    plan: Plan,
+    backend: Backend,
+    store: RunStore,
+    ctx: Context,
+    *,
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, str]:
+    """Submit every node not yet submitted. Returns node key -> job id."""
+    state = store.state()
+    if resume and state.intents:
+        for key in sorted(state.intents):
+            job_id = _reconcile(backend, ctx.run_id, key)
+            if job_id:
+                store.append(
+                    {
+                        "event": "submitted",
+                        "node": key,
+                        "job_id": job_id,
+                        "reconciled": True,
+                        "t": time.time(),
+                    }
+                )
+        state = store.state()
+    outcomes: dict[str, str] = {}
+    if resume and state.submitted:
+        # One batched query for everything already in Slurm.
+        result = backend.query(sorted(set(state.submitted.values()), key=int))
+        by_base: dict[str, list[JobInfo]] = {}
+        for job in result.jobs:
+            by_base.setdefault(job.base_id, []).append(job)
+        outcomes = {key: _outcome(by_base.get(job_id, [])) for key, job_id in state.submitted.items()}
+    ids = dict(state.submitted)
+    skipped = set(state.skipped)
+    for node in plan.nodes:
+        if node.key in ids or node.key in skipped:
+            continue
+        dropped, runnable = _resolve_finished_parents(plan, node, outcomes, skipped)
+        if not runnable:
+            skipped.add(node.key)
+            store.append({"event": "skipped", "node": node.key, "why": "a parent already ended so it can never run"})
+            if progress:
+                progress(node, "skipped")
+            continue
+        spec = sbatch.node_spec(
+            node,
+            plan.stages[node.stage],
+            ids,
+            run_id=ctx.run_id,
+            script=ctx.script(node),
+            logs_dir=ctx.logs_dir,
+            chdir=ctx.chdir,
+            dropped=dropped,
+        )
+        script_path = store.write_text(f"scripts/{node.key}.sh", sbatch.render_script(spec), executable=True)
+        store.append({"event": "intent", "node": node.key, "t": time.time()})
+        try:
+            job_id = backend.submit(spec, str(script_path))
+        except SubmissionAmbiguous:
+            # The job may exist: look for it by name before trying again, or it would run twice.
+            found = _reconcile(backend, ctx.run_id, node.key)
+            job_id = found if found else backend.submit(spec, str(script_path))
+        store.append({"event": "submitted", "node": node.key, "job_id": job_id, "t": time.time()})
+        ids[node.key] = job_id
+        if progress:
+            progress(node, job_id)
+    store.append({"event": "launch_complete", "t": time.time()})
+    return ids

@@ -1,0 +1,52 @@
+"""Sweep axes -> trials with stable ids. Pure: the grammar is parsed by `config` (Hydra's own
+override parser), so here an axis is just a key and its values, already as override strings."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from slurmflow.model import Trial
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One swept key: `model.lr` over ['0.001', '0.0003'], or a config group over its options."""
+
+    key: str
+    values: tuple[str, ...]
+    group: bool = False  # a config-group choice (model=resnet), not a value
+
+
+def trial_id(overrides: Sequence[str]) -> str:
+    """A short stable id: the same overrides give the same id in any order, on any machine."""
+    digest = hashlib.sha1("\n".join(sorted(overrides)).encode(), usedforsecurity=False).hexdigest()
+    return digest[:12]
+
+
+def count(axes: Sequence[Axis]) -> int:
+    n = 1
+    for axis in axes:
+        n *= len(axis.values)
+    return n
+
+
+def expand(axes: Sequence[Axis]) -> Iterator[Trial]:
+    """The cartesian product in Hydra's --multirun order: the last axis varies fastest."""
+    keys = [a.key for a in axes]
+    for index, combo in enumerate(itertools.product(*(a.values for a in axes))):
+        overrides = tuple(f"{k}={v}" for k, v in zip(keys, combo, strict=True))
+        yield Trial(index, trial_id(overrides), overrides)
+
+
+def representatives(axes: Sequence[Axis]) -> list[tuple[str, ...]]:
+    """One override set per distinct combination of config-group choices, every other axis at its
+    first value: composing these validates the whole sweep without composing every trial."""
+    group_axes = [a for a in axes if a.group]
+    firsts = tuple(f"{a.key}={a.values[0]}" for a in axes if not a.group)
+    if not group_axes:
+        return [firsts]
+    combos = itertools.product(*(a.values for a in group_axes))
+    return [tuple(f"{a.key}={v}" for a, v in zip(group_axes, c, strict=True)) + firsts for c in combos]

@@ -1,0 +1,114 @@
+"""Rich renderings of plans and runs for the terminal."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+
+from rich.table import Table
+from rich.tree import Tree
+
+from slurmflow import sbatch, slurm_text
+from slurmflow.launch import Prepared
+from slurmflow.model import JobInfo, JobNode, Plan
+
+
+def _resources(prep: Prepared, stage_name: str) -> str:
+    res = prep.plan.stages[stage_name].resources
+    parts = [res.partition or f"{prep.cluster.default_partition or 'default'} partition"]
+    if res.gpus:
+        parts.append(f"{res.gpus} GPU")
+    if res.cpus:
+        parts.append(f"{res.cpus} CPU")
+    if res.mem:
+        parts.append(res.mem)
+    parts.append(res.time or "default time")
+    if res.account:
+        parts.append(f"account {res.account}")
+    return ", ".join(parts)
+
+
+def _deps(node: JobNode) -> str:
+    if not node.edges and not node.singleton:
+        return ""
+    joiner = " or " if node.any_of else ", "
+    text = joiner.join(f"{e.kind.value}:{e.parent}" for e in node.edges)
+    if node.singleton:
+        text = ", ".join(filter(None, [text, "singleton"]))
+    return f"  [cyan]<- {text}[/]"
+
+
+def plan_tree(prep: Prepared) -> Tree:
+    plan = prep.plan
+    est = f"{plan.gpu_hours:,.1f} GPU-hours at most"
+    if plan.gpu_hours_unbounded:
+        est += f" (+ {', '.join(plan.gpu_hours_unbounded)} without a time limit)"
+    axes = ", ".join(f"{a.key} x{len(a.values)}" for a in prep.experiment.axes) or "no sweep"
+    root = Tree(
+        f"[bold]{plan.experiment}[/]: {plan.n_trials:,} trial(s) ({axes}); {len(plan.nodes)} submission(s), "
+        f"{plan.tasks():,} task(s); {est}; MaxArraySize {prep.cluster.max_array_size}"
+    )
+    for stage_name, stage in plan.stages.items():
+        nodes = [n for n in plan.nodes if n.stage == stage_name]
+        kind = "per trial" if stage.per_trial else "single job"
+        branch = root.add(f"[bold]{stage_name}[/] ({kind}; {_resources(prep, stage_name)})")
+        elided = len(nodes) > 8
+        shown = [*nodes[:3], *nodes[-2:]] if elided else nodes
+        for i, node in enumerate(shown):
+            if elided and i == 3:
+                branch.add(f"... {len(nodes) - 5} more chunk(s)")
+            if node.array:
+                label = f"{node.key}: array {node.array_expr()} -> trials {node.offset}-{node.offset + node.size - 1}"
+            else:
+                label = f"{node.key}: job"
+            branch.add(label + _deps(node))
+    return root
+
+
+def script_preview(prep: Prepared, node: JobNode) -> str:
+    """The sbatch line and script of a node; parent job ids are shown by node key."""
+    spec = sbatch.node_spec(
+        node,
+        prep.plan.stages[node.stage],
+        {e.parent: "1" for e in node.edges},
+        run_id="RUN",
+        script=f"exec python -m slurmflow.task <run-dir> {shlex.quote(node.key)}",
+        logs_dir="<run-dir>/logs",
+        chdir=".",
+    )
+    argv = sbatch.argv(spec, f"<run-dir>/scripts/{node.key}.sh")
+    joiner = "?" if node.any_of else ","
+    symbolic = joiner.join(f"{e.kind.value}:<{e.parent}>" for e in node.edges)
+    if node.singleton:
+        symbolic = ",".join(filter(None, [symbolic, "singleton"]))
+    argv = [f"--dependency={symbolic}" if a.startswith("--dependency=") else a for a in argv]
+    return " ".join(shlex.quote(a) for a in argv) + "\n" + sbatch.render_script(spec)
+
+
+def launch_summary(run_id: str, run_dir: str, plan: Plan, by_stage: Mapping[str, Sequence[str]]) -> Table:
+    table = Table(title=f"run {run_id}  ({run_dir})")
+    table.add_column("stage")
+    table.add_column("job ids")
+    table.add_column("tasks", justify="right")
+    for stage in plan.stages:
+        ids = by_stage.get(stage, [])
+        tasks = sum(n.size for n in plan.nodes if n.stage == stage)
+        table.add_row(
+            stage,
+            ",".join(ids) if len(ids) <= 6 else f"{ids[0]} ... {ids[-1]} ({len(ids)} arrays)",
+            f"{tasks:,}",
+        )
+    return table
+
+
+def final_table(jobs: Sequence[JobInfo]) -> Table:
+    table = Table(title="outcome")
+    for col in ("job", "state", "exit", "tasks"):
+        table.add_column(col)
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for j in jobs:
+        key = (j.name.split(".", 2)[-1], j.state.name, "" if j.exit_code is None else str(j.exit_code))
+        groups.setdefault(key, []).append(j.array_task_id if j.array_task_id is not None else 0)
+    for (name, state, code), idx in sorted(groups.items()):
+        table.add_row(name, state, code, slurm_text.compress_indices(idx))
+    return table
