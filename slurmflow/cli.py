@@ -288,7 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    console = Console()
+    # With --json, stdout carries only the JSON document; progress and tables go to stderr.
+    console = Console(stderr=bool(getattr(args, "json", False)))
     try:
         return int(args.func(args, console))
     except CommandError as exc:

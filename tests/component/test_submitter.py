@@ -1,0 +1,151 @@
+"""Launch, crash, resume against the in-memory Slurm: never a duplicate, never a lost node."""
+
+from __future__ import annotations
+
+import shutil
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slurmflow.backends import FakeSlurm
+from slurmflow.errors import SubmissionAmbiguous
+from slurmflow.launch import Prepared, prepare, submit_run, write_run
+from slurmflow.model import JobSpec, JobState
+from slurmflow.store import RunStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Faulty:
+    """Wraps a backend; on the n-th submission the job IS created, then the caller sees a fault."""
+
+    def __init__(self, inner: FakeSlurm, n: int, fault: BaseException) -> None:
+        self.inner, self.n, self.fault, self.count = inner, n, fault, 0
+
+    def submit(self, spec: JobSpec, script_path: str | None = None) -> str:
+        job_id = self.inner.submit(spec, script_path)
+        self.count += 1
+        if self.count == self.n:
+            raise self.fault
+        return job_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.fixture
+def prepared(tmp_path: Path) -> tuple[Prepared, FakeSlurm, Path]:
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    fake = FakeSlurm()
+    prep = prepare(tmp_path / "configs", "config", [], fake.cluster_info())
+    return prep, fake, tmp_path
+
+
+def new_run(prep: Prepared, tmp: Path) -> RunStore:
+    return write_run(prep, tmp / "runs", cwd=tmp, python="/usr/bin/python3", argv=["slurmflow", "launch"])
+
+
+def names(fake: FakeSlurm) -> list[str]:
+    return sorted({t.spec.name for t in fake.tasks.values()})
+
+
+def jobs_per_name(fake: FakeSlurm) -> dict[str, int]:
+    out: dict[str, set[str]] = {}
+    for t in fake.tasks.values():
+        out.setdefault(t.spec.name, set()).add(t.array_job_id or t.job_id)
+    return {k: len(v) for k, v in out.items()}
+
+
+def test_run_directory_is_private_and_complete(prepared: tuple[Prepared, FakeSlurm, Path]) -> None:
+    prep, _, tmp = prepared
+    store = new_run(prep, tmp)
+    assert stat.S_IMODE(store.root.stat().st_mode) == 0o700
+    for name in (
+        "config/config.yaml",
+        "experiment.yaml",
+        "launch.json",
+        "trials.jsonl",
+        "plan.json",
+        "provenance.json",
+    ):
+        assert store.path(name).exists(), name
+    assert next(t.overrides for t in store.trials()) == ("model.lr=0.3", "seed=0")
+    assert store.read_trial(4).overrides == ("model.lr=0.1", "seed=1")
+    prov = store.read_json("provenance.json")
+    assert prov["packages"]["hydra-core"] and prov["user"] and prov["host"] and "git" in prov
+
+
+def test_launch_submits_each_node_once_with_dependencies(prepared: tuple[Prepared, FakeSlurm, Path]) -> None:
+    prep, fake, tmp = prepared
+    store = new_run(prep, tmp)
+    ids = submit_run(store, fake)
+    assert list(ids) == ["prep", "train.0", "eval.0", "report", "on_failure"]
+    assert set(jobs_per_name(fake).values()) == {1}
+    eval_task = fake.tasks[f"{ids['eval.0']}_0"]
+    assert eval_task.dependency is not None and eval_task.dependency.clauses[0].job_ids == (ids["train.0"],)
+    assert store.state().complete
+
+
+@pytest.mark.parametrize("crash_at", [1, 2, 3, 5])
+def test_crash_after_sbatch_then_resume_never_duplicates(
+    prepared: tuple[Prepared, FakeSlurm, Path], crash_at: int
+) -> None:
+    prep, fake, tmp = prepared
+    store = new_run(prep, tmp)
+    with pytest.raises(KeyboardInterrupt):
+        submit_run(store, Faulty(fake, crash_at, KeyboardInterrupt()))
+    state = store.state()
+    assert len(state.intents) == 1 and len(state.submitted) == crash_at - 1  # the job exists, its id was lost
+    ids = submit_run(store, fake, resume=True)
+    assert len(ids) == 5 and set(jobs_per_name(fake).values()) == {1}
+    assert any(ev.get("reconciled") for ev in store.events())
+    # A second resume is a no-op.
+    submit_run(store, fake, resume=True)
+    assert set(jobs_per_name(fake).values()) == {1}
+
+
+def test_ambiguous_submission_is_reconciled_not_repeated(prepared: tuple[Prepared, FakeSlurm, Path]) -> None:
+    prep, fake, tmp = prepared
+    store = new_run(prep, tmp)
+    fault = SubmissionAmbiguous(["sbatch"], 1, "", "sbatch: error: Socket timed out on send/recv operation")
+    ids = submit_run(store, Faulty(fake, 2, fault))
+    assert len(ids) == 5 and set(jobs_per_name(fake).values()) == {1}
+
+
+def test_resume_after_parents_finished_drops_or_skips_edges(prepared: tuple[Prepared, FakeSlurm, Path]) -> None:
+    prep, fake, tmp = prepared
+    store = new_run(prep, tmp)
+    with pytest.raises(KeyboardInterrupt):
+        submit_run(store, Faulty(fake, 3, KeyboardInterrupt()))
+    fake.advance(600)  # prep, train and eval end long before the resume (older than MinJobAge)
+    ids = submit_run(store, fake, resume=True)
+    report = fake.tasks[ids["report"]]
+    assert report.dependency is None and report.state is JobState.RUNNING  # afterany on an ended eval: satisfied
+    assert "on_failure" not in ids  # afternotok on a train that succeeded: can never run
+    assert "on_failure" in store.state().skipped
+
+
+def test_second_submitter_is_refused(prepared: tuple[Prepared, FakeSlurm, Path]) -> None:
+    prep, fake, tmp = prepared
+    store = new_run(prep, tmp)
+    with store.lock(), pytest.raises(Exception, match="being submitted by another process"):
+        submit_run(store, fake)
+
+
+def test_local_backend_runs_the_demo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from slurmflow.cli import main
+
+    for d in ("configs", "jobs"):
+        shutil.copytree(REPO / d, tmp_path / d)
+    monkeypatch.chdir(tmp_path)
+    code = main(["launch", "--backend", "local", "--local-gpus", "2", "--runs-dir", "runs", "--json", "seed=range(2)"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    (run,) = (tmp_path / "runs").iterdir()
+    rows = (run / "results.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4 and all(",ok," in r for r in rows[1:])
+    assert float(rows[1].split(",")[-1]) > 0.9  # the model learned something

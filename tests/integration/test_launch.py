@@ -1,0 +1,261 @@
+"""`slurmflow launch` on the mini cluster, run by alice inside it as on a login node; outcomes are
+read back from Slurm (squeue/sacct) and from what the jobs wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slurmflow.backends import SlurmCLI
+from slurmflow.model import JobInfo, JobState
+from slurmflow.runner import SubprocessRunner
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("SLURMFLOW_MINI_SHARED", REPO / ".mini"))
+
+
+@pytest.fixture
+def workdir(mini_cluster: str) -> Iterator[Path]:
+    """A project directory alice can write to, visible at the same path inside the cluster."""
+    path = SHARED / f"it-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(REPO / "configs", path / "configs")
+    shutil.copytree(REPO / "jobs", path / "jobs")
+    subprocess.run(["chown", "-R", "2001:2001", str(path)], check=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def slurmflow(
+    container: str, workdir: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    extra = [f"--env={k}={v}" for k, v in (env or {}).items()]
+    return subprocess.run(
+        ["docker", "exec", "-u", "alice", "-w", str(workdir), *extra, container, "slurmflow", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def backend(container: str) -> SlurmCLI:
+    return SlurmCLI(SubprocessRunner(prefix=("docker", "exec", "-i", "-u", "alice", container)))
+
+
+def wait_final(container: str, ids: list[str], timeout: float = 240) -> dict[str, JobInfo]:
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = backend(container).query(ids).by_id()
+        if jobs and all(j.state.final for j in jobs.values()):
+            return jobs
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not final after {timeout} s: { {k: v.state.name for k, v in jobs.items()} }")
+        time.sleep(2)
+
+
+def launch_json(container: str, workdir: Path, *args: str) -> dict[str, Any]:
+    done = slurmflow(container, workdir, "launch", "--runs-dir", "runs", "--json", *args)
+    assert done.returncode == 0, done.stderr
+    doc: dict[str, Any] = json.loads(done.stdout)
+    return doc
+
+
+def test_demo_campaign_end_to_end(mini_cluster: str, workdir: Path) -> None:
+    doc = launch_json(mini_cluster, workdir)
+    nodes: dict[str, str] = doc["nodes"]
+    run_dir = Path(str(doc["run_dir"]))
+    assert list(nodes) == ["prep", "train.0", "eval.0", "report", "on_failure"]
+    jobs = wait_final(mini_cluster, list(nodes.values()))
+    by_name: dict[str, list[JobInfo]] = {}
+    for j in jobs.values():
+        by_name.setdefault(j.name.rsplit(".", 2)[-2] if j.array_job_id else j.name.split(".")[-1], []).append(j)
+    states = {k: sorted({j.state for j in v}, key=lambda s: s.name) for k, v in by_name.items()}
+    assert states == {
+        "prep": [JobState.COMPLETED],
+        "train": [JobState.COMPLETED],
+        "eval": [JobState.COMPLETED],
+        "report": [JobState.COMPLETED],
+        "on_failure": [JobState.CANCELLED],
+    }
+    assert len(by_name["train"]) == 6 and all(j.nodes and j.nodes.startswith("gpu") for j in by_name["train"])
+    assert by_name["on_failure"][0].reason == "DependencyNeverSatisfied"  # no training failed
+    rows = (run_dir / "results.csv").read_text().splitlines()
+    assert len(rows) == 7 and all(float(r.split(",")[-1]) > 0.9 for r in rows[1:])
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700 and run_dir.stat().st_uid == 2001
+
+
+CHUNKS = """\
+# @package _global_
+name: chunks
+sweep:
+  seed: range(10)
+seed: 0
+word: plain
+stages:
+  train:
+    per_trial: true
+    max_parallel: 3
+    command: python -c "import sys; sys.exit(3 if int(sys.argv[1]) == 6 else 0)" ${seed}
+    resources: {gpus: 1, time: 5m}
+  eval:
+    per_trial: true
+    after_corr: [train]
+    command: python -c "import os, sys; open(os.environ['SLURMFLOW_TRIAL_DIR'] + '/seen', 'w').write(sys.argv[1])" ${seed}
+    resources: {partition: cpu, time: 5m}
+"""
+
+
+def test_chunked_arrays_keep_aftercorr_pairs_and_offsets(mini_cluster: str, workdir: Path) -> None:
+    (workdir / "configs" / "experiment" / "chunks.yaml").write_text(CHUNKS)
+    doc = launch_json(mini_cluster, workdir, "experiment=chunks", "--max-array-size", "4")
+    nodes: dict[str, str] = doc["nodes"]
+    assert list(nodes) == ["train.0", "train.1", "train.2", "eval.0", "eval.1", "eval.2"]
+    jobs = wait_final(mini_cluster, list(nodes.values()))
+    # Trial 6 is task 2 of the second chunk (offset 4): it fails, and only its own eval is cancelled.
+    assert jobs[f"{nodes['train.1']}_2"].state is JobState.FAILED
+    assert jobs[f"{nodes['eval.1']}_2"].state is JobState.CANCELLED
+    ok = [k for k, j in jobs.items() if j.state is JobState.COMPLETED]
+    assert len(ok) == 18
+    run_dir = Path(str(doc["run_dir"]))
+    manifest = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
+    for trial in manifest:
+        seen = run_dir / "trials" / trial["id"] / "seen"
+        if trial["index"] == 6:
+            assert not seen.exists()
+        else:
+            assert seen.read_text() == str(trial["index"])  # each eval task found its own trial
+    throttle = subprocess.run(
+        ["docker", "exec", mini_cluster, "scontrol", "show", "job", nodes["train.0"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "ArrayTaskThrottle=1" in throttle  # 3 slots over 3 chunks
+
+
+CRASH_AFTER = """#!/bin/bash
+# Runs a Slurm command; after the Nth sbatch (which DID create its job) kills the caller, like a
+# lost ssh session, or answers "Socket timed out" like an overloaded controller.
+count_file=$1 n=$2 mode=$3; shift 3
+"$@"; rc=$?
+if [ "$1" = sbatch ]; then
+  c=$(( $(cat "$count_file" 2>/dev/null || echo 0) + 1 )); echo $c > "$count_file"
+  if [ "$c" -eq "$n" ]; then
+    if [ "$mode" = kill ]; then kill -9 $PPID; exit 137; fi
+    echo "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation" >&2; exit 1
+  fi
+fi
+exit $rc
+"""
+
+
+def count_jobs_by_name(container: str, run_id: str) -> dict[str, int]:
+    out = subprocess.run(
+        ["docker", "exec", "-u", "alice", container, "squeue", "--states=all", "--noheader", "--format=%j %F"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    seen: dict[str, set[str]] = {}
+    for line in out.splitlines():
+        name, base = line.split()
+        if run_id in name:
+            seen.setdefault(name, set()).add(base)
+    return {k: len(v) for k, v in seen.items()}
+
+
+@pytest.mark.parametrize("mode", ["kill", "timeout"])
+def test_interrupted_launch_resumes_without_duplicates(mini_cluster: str, workdir: Path, mode: str) -> None:
+    wrapper = workdir / "crash-after.sh"
+    wrapper.write_text(CRASH_AFTER)
+    wrapper.chmod(0o755)
+    prefix = f"{wrapper} {workdir}/count 3 {mode}"
+    done = slurmflow(mini_cluster, workdir, "launch", "--runs-dir", "runs", "--via", prefix)
+    runs = list((workdir / "runs").iterdir())
+    assert len(runs) == 1
+    run_id = runs[0].name
+    if mode == "kill":
+        assert done.returncode != 0  # the launcher died mid-way
+        resumed = slurmflow(mini_cluster, workdir, "resume", run_id, "--runs-dir", "runs", "--via", "", "--json")
+        assert resumed.returncode == 0, resumed.stderr
+        nodes = json.loads(resumed.stdout)["nodes"]
+    else:
+        assert done.returncode == 0, done.stderr  # reconciled by name, not resubmitted
+        nodes = {
+            ev["node"]: ev["job_id"]
+            for ev in map(json.loads, (runs[0] / "events.jsonl").read_text().splitlines())
+            if ev["event"] == "submitted"
+        }
+    assert len(nodes) == 5
+    counts = count_jobs_by_name(mini_cluster, run_id)
+    assert len(counts) == 5 and set(counts.values()) == {1}, counts
+    jobs = wait_final(mini_cluster, list(nodes.values()))
+    assert sum(j.state is JobState.COMPLETED for j in jobs.values()) == 14
+
+
+def test_editing_the_config_after_launch_does_not_reach_pending_jobs(mini_cluster: str, workdir: Path) -> None:
+    doc = launch_json(mini_cluster, workdir, "seed=range(2)", "model.lr=0.1", "model.epochs=7")
+    (workdir / "configs" / "experiment" / "demo.yaml").write_text("garbage: [\n")  # broken after launch
+    jobs = wait_final(mini_cluster, list(doc["nodes"].values()))
+    assert all(j.state is not JobState.FAILED for j in jobs.values())
+    run_dir = Path(str(doc["run_dir"]))
+    metrics = [json.loads(p.read_text()) for p in run_dir.glob("trials/*/metrics.json")]
+    assert sorted(m["seed"] for m in metrics) == [0, 1] and {m["epochs"] for m in metrics} == {7}
+
+
+def test_hostile_values_reach_the_job_as_one_literal_argument(mini_cluster: str, workdir: Path) -> None:
+    exp = CHUNKS.replace("sweep:\n  seed: range(10)", "sweep:\n  seed: range(1)").replace(
+        'python -c "import sys; sys.exit(3 if int(sys.argv[1]) == 6 else 0)" ${seed}',
+        "python -c \"import os, sys; open(os.environ['SLURMFLOW_TRIAL_DIR'] + '/word', 'w').write(sys.argv[1])\" ${word}",
+    )
+    (workdir / "configs" / "experiment" / "hostile.yaml").write_text(exp.replace("name: chunks", "name: hostile"))
+    value = "a b 'c' \"d\" * ~ \\ # % {x}"
+    hydra_value = value.replace("'", "\\'")  # Hydra's quoted strings escape only quotes
+    doc = launch_json(mini_cluster, workdir, "experiment=hostile", f"word='{hydra_value}'")
+    wait_final(mini_cluster, list(doc["nodes"].values()))
+    (word,) = Path(str(doc["run_dir"])).glob("trials/*/word")
+    assert word.read_text() == value
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["train.resources.partition=huge"], "no such key"),
+        (["+stages.train.resources.partition=huge"], "no partition 'huge'"),
+        (["+stages.train.resources.account=lab-b"], "no association with account 'lab-b'"),
+        (["stages.train.resources.gpus=5"], "no node of partition 'gpu' has more than 4"),
+        (["stages.train.resources.time=forever"], "time limit 'forever' is not valid"),
+        (["stages.train.after_ok=[nosuch]"], "unknown stage 'nosuch'"),
+        (["+stages.prep.after_ok=[report]"], "dependency cycle"),
+        (["seed=range(0)"], "yields no values"),
+        (["model.lr='0.1; reboot'"], "shell control characters"),
+        (["modle.lr=0.1"], "no such key"),
+    ],
+)
+def test_bad_input_exits_2_and_submits_nothing(
+    mini_cluster: str, workdir: Path, overrides: list[str], needle: str
+) -> None:
+    before = count_jobs_by_name(mini_cluster, "sf.")
+    done = slurmflow(mini_cluster, workdir, "launch", "--runs-dir", "runs", *overrides)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("slurmflow: error:") and needle in lines[0], done.stderr
+    assert count_jobs_by_name(mini_cluster, "sf.") == before
+    assert not (workdir / "runs").exists() or not any((workdir / "runs").iterdir())
+
+
+def test_malformed_yaml_exits_2(mini_cluster: str, workdir: Path) -> None:
+    (workdir / "configs" / "experiment" / "demo.yaml").write_text("name: demo\nstages: [unclosed\n")
+    done = slurmflow(mini_cluster, workdir, "plan")
+    assert done.returncode == 2 and "malformed YAML" in done.stderr and len(done.stderr.strip().splitlines()) == 1

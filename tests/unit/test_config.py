@@ -1,0 +1,127 @@
+"""Experiment composition and validation: every bad input is a one-line UsageError naming the field."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from slurmflow import config, sweep
+from slurmflow.errors import UsageError
+from slurmflow.model import DepKind
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def cfgdir(tmp_path: Path) -> Path:
+    dest = tmp_path / "configs"
+    shutil.copytree(REPO / "configs", dest)
+    return dest
+
+
+def edit(cfgdir: Path, old: str, new: str) -> None:
+    path = cfgdir / "experiment" / "demo.yaml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_demo_loads(cfgdir: Path) -> None:
+    exp = config.load(cfgdir, "config", [])
+    assert exp.name == "demo" and list(exp.stages) == ["prep", "train", "eval", "report", "on_failure"]
+    assert [(a.key, a.values) for a in exp.axes] == [("model.lr", ("0.3", "0.1")), ("seed", ("0", "1", "2"))]
+    train = exp.stages["train"]
+    assert train.per_trial and train.deps[0].kind is DepKind.AFTER_OK and train.resources.time == "00:30:00"
+    assert exp.stages["prep"].resources.time == "00:05:00"
+
+
+def test_command_line_sweeps_replace_the_config_sweep(cfgdir: Path) -> None:
+    exp = config.load(cfgdir, "config", ["model.lr=0.5,0.05,0.005", "seed=7"])
+    assert [(a.key, a.values) for a in exp.axes] == [("model.lr", ("0.5", "0.05", "0.005"))]
+    assert exp.base_overrides == ("seed=7",) and sweep.count(exp.axes) == 3
+    exp = config.load(cfgdir, "config", ["data.n=range(100,400,100)"])
+    assert sweep.count(exp.axes) == 2 * 3 * 3
+
+
+def test_command_words_are_resolved_one_argument_each(cfgdir: Path) -> None:
+    exp = config.load(cfgdir, "config", ["+note=\"a b 'c' *\""])
+    cfg = config.trial_config(cfgdir, "config", [*exp.base_overrides, "model.lr=0.1", "seed=2"])
+    assert config.command_argv("python x.py --lr ${model.lr} --n ${note}", cfg) == [
+        "python",
+        "x.py",
+        "--lr",
+        "0.1",
+        "--n",
+        "a b 'c' *",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("edit_from", "edit_to", "overrides", "needle"),
+    [
+        ("name: demo", "name: demo\nbad: [unclosed", [], "malformed YAML"),
+        (None, None, ["modle.lr=0.1"], "override modle.lr: no such key"),
+        (None, None, ["modle.lr=0.1,0.2"], "no such key"),
+        ("after_ok: [prep]", "after_ok: [prepare]", [], "stages.train.after_ok: unknown stage 'prepare'"),
+        ("after_ok: [prep]", "after_ok: [eval]", [], "dependency cycle"),
+        ("after_corr: [train]", "after_corr: [prep]", [], "must both be per_trial"),
+        (None, None, ["seed=range(0)"], "yields no values"),
+        ("time: 30m", "time: half an hour", [], "stages.train.resources.time: time limit 'half an hour' is not valid"),
+        (
+            "partition: cpu, cpus: 1, time: 5m",
+            "partition: 'cpu; rm -rf ~', cpus: 1, time: 5m",
+            [],
+            "shell control characters",
+        ),
+        (None, None, ["model.lr=1,'$(reboot)'"], "shell control characters"),
+        (None, None, ["data.n='`id`'"], "shell control characters"),
+        (None, None, ["data.n=1; rm"], "override syntax"),
+        ("mem: 1G", "mem: lots", [], "stages.train.resources.mem"),
+        (
+            "per_trial: true\n    after_ok",
+            "per_trial: true\n    afterok: [prep]\n    after_ok",
+            [],
+            "unknown field 'afterok'",
+        ),
+        ("command: python jobs/evaluate.py", "command: python 'jobs/evaluate.py", [], "balance the quotes"),
+        ("command: python jobs/evaluate.py", "command: python jobs/evaluate.py ${nope.key}", [], "stages.eval.command"),
+        (None, None, ["model.lr=interval(0,1)"], "interval"),
+    ],
+)
+def test_bad_input(cfgdir: Path, edit_from: str | None, edit_to: str | None, overrides: list[str], needle: str) -> None:
+    if edit_from is not None and edit_to is not None:
+        edit(cfgdir, edit_from, edit_to)
+    with pytest.raises(UsageError) as info:
+        exp = config.load(cfgdir, "config", overrides)
+        from slurmflow import planner
+        from slurmflow.model import ClusterInfo
+
+        planner.plan(exp.name, exp.stages, sweep.count(exp.axes), ClusterInfo())
+        config.validate_trials(exp, sweep.representatives(exp.axes))
+    message = str(info.value)
+    assert needle in message and "\n" not in message
+
+
+def test_missing_config_dir_and_name(tmp_path: Path, cfgdir: Path) -> None:
+    with pytest.raises(UsageError, match="does not exist"):
+        config.load(tmp_path / "nope", "config", [])
+    with pytest.raises(UsageError, match="not found"):
+        config.load(cfgdir, "nosuch", [])
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("30m", "00:30:00"),
+        ("2h", "02:00:00"),
+        ("90s", "00:01:30"),
+        ("1d", "1-00:00:00"),
+        ("1.5h", "01:30:00"),
+        ("45", "45"),
+        ("1-12:00:00", "1-12:00:00"),
+    ],
+)
+def test_slurm_time(text: str, want: str) -> None:
+    assert config.slurm_time(text, "t") == want
