@@ -1,7 +1,6 @@
 """slurmflow: Hydra experiments to Slurm job-array dependency graphs, submitted at once."""
 
-from importlib.metadata import PackageNotFoundError, version
-
+from slurmflow._version import __version__
 from slurmflow.backends import Backend, FakeSlurm, SlurmCLI
 from slurmflow.errors import (
     CommandError,
@@ -23,11 +22,6 @@ from slurmflow.model import (
     QueryResult,
 )
 from slurmflow.runner import FunctionRunner, Runner, SubprocessRunner
-
-try:
-    __version__ = version("slurmflow")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.1.0"
 
 __all__ = [
     "Backend",

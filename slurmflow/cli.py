@@ -12,20 +12,25 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
-from slurmflow import __version__, views
-from slurmflow.backends.base import Backend
+from slurmflow import __version__
 from slurmflow.backends.local import LocalSlurm, detect_gpus
 from slurmflow.backends.slurm_cli import SlurmCLI
 from slurmflow.errors import CommandError, SlurmflowError, UsageError
-from slurmflow.launch import Prepared, prepare, submit_run, write_run
 from slurmflow.model import JobState, Plan
 from slurmflow.runner import SubprocessRunner
 from slurmflow.store import RunStore, plan_to_dict
+
+if TYPE_CHECKING:
+    from slurmflow.backends.base import Backend
+    from slurmflow.launch import Prepared
+
+# Commands import Hydra (via slurmflow.launch) only when they need it: `--help`, `--version` and
+# `cluster` answer in a tenth of the time.
 
 PREFIX_ENV = "SLURMFLOW_SLURM_PREFIX"
 RUNS_ENV = "SLURMFLOW_RUNS_DIR"
@@ -100,6 +105,8 @@ def _local(args: argparse.Namespace, console: Console) -> LocalSlurm:
 
 
 def _prepare(args: argparse.Namespace, console: Console) -> tuple[Prepared, Backend, str]:
+    from slurmflow.launch import prepare
+
     kind = _backend_kind(args)
     backend: Backend
     if kind == "local":
@@ -113,6 +120,8 @@ def _prepare(args: argparse.Namespace, console: Console) -> tuple[Prepared, Back
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    from slurmflow import views
+
     prep, _, kind = _prepare(args, console)
     if args.json:
         doc = {
@@ -124,7 +133,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(doc, indent=2))
         return 0
     console.print(views.plan_tree(prep))
-    if args.scripts:
+    if getattr(args, "scripts", False):
         for node in prep.plan.nodes:
             console.rule(node.key)
             console.print(views.script_preview(prep, node), highlight=False, markup=False)
@@ -132,6 +141,10 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
 
 
 def _run_local(backend: LocalSlurm, ids: dict[str, str], console: Console) -> int:
+    from rich.progress import Progress
+
+    from slurmflow import views
+
     total = len(backend.query(list(ids.values())).jobs)
     with Progress(console=console, transient=False) as bar:
         task = bar.add_task("running locally", total=total)
@@ -151,10 +164,14 @@ def _run_local(backend: LocalSlurm, ids: dict[str, str], console: Console) -> in
 def cmd_launch(args: argparse.Namespace, console: Console) -> int:
     if args.dry_run:
         return cmd_plan(args, console)
+    from slurmflow.launch import submit_run, write_run
+
     prep, backend, kind = _prepare(args, console)
     store = write_run(prep, Path(args.runs_dir), cwd=Path.cwd(), python=sys.executable, argv=sys.argv)
     store.write_json("backend.json", {"backend": kind, "via": args.via or os.environ.get(PREFIX_ENV)})
-    ids = submit_run(store, backend)
+    if args.hold and kind == "local":
+        raise UsageError("--hold needs Slurm: the local backend runs jobs as soon as they are submitted")
+    ids = submit_run(store, backend, hold=args.hold)
     if kind == "local":
         assert isinstance(backend, LocalSlurm)
         code = _run_local(backend, ids, console)
@@ -165,6 +182,8 @@ def cmd_launch(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_resume(args: argparse.Namespace, console: Console) -> int:
+    from slurmflow.launch import submit_run
+
     store = RunStore.open(args.run, Path(args.runs_dir))
     recorded = store.read_json("backend.json") if store.path("backend.json").exists() else {"backend": "slurm"}
     if recorded["backend"] == "local":
@@ -184,6 +203,8 @@ def cmd_resume(args: argparse.Namespace, console: Console) -> int:
 def _report_launch(
     args: argparse.Namespace, console: Console, store: RunStore, plan: Plan, ids: dict[str, str]
 ) -> None:
+    from slurmflow import views
+
     by_stage: dict[str, list[str]] = {}
     for node in plan.nodes:
         if node.key in ids:
@@ -267,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _experiment_args(launch)
     launch.add_argument("--dry-run", action="store_true", help="the same as `slurmflow plan`")
+    launch.add_argument("--hold", action="store_true", help="submit every job held; `scontrol release` starts them")
     launch.set_defaults(func=cmd_launch)
 
     resume = sub.add_parser(

@@ -299,14 +299,35 @@ def load(config_dir: Path, config_name: str, overrides: Sequence[str]) -> Experi
 def validate_trials(exp: Experiment, representatives: Sequence[Sequence[str]]) -> None:
     """Compose one representative trial per distinct config-group choice and resolve every stage
     command in it: an unknown sweep key or a broken interpolation fails here, before submission."""
+    group_keys = {a.key for a in exp.axes if a.group}
     for overrides in representatives:
-        cfg = _compose(exp.config_dir, exp.config_name, [*exp.base_overrides, *overrides])
+        if any(o.split("=", 1)[0].lstrip("+~") in group_keys for o in overrides):
+            cfg = _compose(exp.config_dir, exp.config_name, [*exp.base_overrides, *overrides])
+        else:
+            # Only values change: set them on the config composed at load (a compose costs ~0.1 s).
+            cfg = _with_values(exp.config, overrides)
         for stage in exp.stages.values():
             if stage.command:
                 try:
                     command_argv(stage.command, cfg)
                 except UsageError as exc:
                     raise UsageError(f"stages.{stage.name}.command: {exc}") from exc
+
+
+_ABSENT = object()
+
+
+def _with_values(base: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """The base config with `key=value` overrides applied, checked as Hydra would: a key must exist
+    unless added with `+`; values are parsed by Hydra's grammar."""
+    cfg = OmegaConf.create(OmegaConf.to_container(base, resolve=False))
+    assert isinstance(cfg, DictConfig)
+    for ov in parse_overrides(overrides):
+        key = ov.key_or_group
+        if not ov.is_add() and OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False) is _ABSENT:
+            raise UsageError(f"sweep {key}: no such key in the config; fix the name, or add it with +{key}=...")
+        OmegaConf.update(cfg, key, ov.value(), force_add=True)
+    return cfg
 
 
 def command_argv(template: str, cfg: DictConfig) -> list[str]:

@@ -125,18 +125,23 @@ def write_run(
     return store
 
 
-def context(store: RunStore) -> Context:
+def context(store: RunStore, *, hold: bool = False) -> Context:
     launch = store.read_json("launch.json")
     python, root = launch["python"], str(store.root)
 
     def script(node: JobNode) -> str:
         return f"exec {shlex.quote(python)} -m slurmflow.task {shlex.quote(root)} {shlex.quote(node.key)}"
 
-    return Context(run_id=store.run_id, script=script, logs_dir=str(store.path("logs")), chdir=launch["cwd"])
+    return Context(run_id=store.run_id, script=script, logs_dir=str(store.path("logs")), chdir=launch["cwd"], hold=hold)
 
 
 def submit_run(
-    store: RunStore, backend: Backend, *, resume: bool = False, progress: Progress | None = None
+    store: RunStore,
+    backend: Backend,
+    *,
+    resume: bool = False,
+    hold: bool = False,
+    progress: Progress | None = None,
 ) -> dict[str, str]:
     with store.lock():
-        return submit(store.plan(), backend, store, context(store), resume=resume, progress=progress)
+        return submit(store.plan(), backend, store, context(store, hold=hold), resume=resume, progress=progress)

@@ -7,6 +7,7 @@ by its job name before anything is submitted again.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ class Context:
     script: Callable[[JobNode], str]  # the script body of a node
     logs_dir: str
     chdir: str
+    hold: bool = False  # submit held (sbatch --hold); `scontrol release` starts them
 
 
 def _reconcile(backend: Backend, run_id: str, key: str) -> str | None:
@@ -127,6 +129,8 @@ def submit(
             chdir=ctx.chdir,
             dropped=dropped,
         )
+        if ctx.hold:
+            spec = dataclasses.replace(spec, extra_args=(*spec.extra_args, "--hold"))
         script_path = store.write_text(f"scripts/{node.key}.sh", sbatch.render_script(spec), executable=True)
         store.append({"event": "intent", "node": node.key, "t": time.time()})
         try:

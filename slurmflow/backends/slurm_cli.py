@@ -78,30 +78,37 @@ class SlurmCLI:
     def nodes(self) -> list[dict[str, str | int]]:
         return slurm_text.parse_sinfo(self._run(slurm_text.SINFO_ARGV).stdout)
 
-    def cluster_info(self) -> ClusterInfo:
-        """What planning checks against: limits, partitions and their largest GPU node, my accounts."""
-        cfg = self.config()
-        most: dict[str, int] = {}
-        default = None
-        for n in self.nodes():
-            part = str(n["partition"])
-            most[part] = max(most.get(part, 0), int(n["gpus"]))
-            if n["default"]:
-                default = part
-        accounts: frozenset[str] | None
+    def _accounts(self) -> frozenset[str] | None:
+        """The accounts the submitting user has associations with; None without accounting."""
         try:
             me = self._run(["id", "-un"]).stdout.strip()
             rows = self._run(
                 ["sacctmgr", "--noheader", "--parsable2", "show", "assoc", f"users={me}", "format=Account"]
             )
-            accounts = frozenset(line.strip() for line in rows.stdout.splitlines() if line.strip())
         except SlurmError:
-            accounts = None  # no accounting: the account is left for sbatch to check
+            return None  # no accounting: the account is left for sbatch to check
+        return frozenset(line.strip() for line in rows.stdout.splitlines() if line.strip()) or None
+
+    def cluster_info(self) -> ClusterInfo:
+        """What planning checks against: limits, partitions and their largest GPU node, my accounts."""
+        from concurrent.futures import ThreadPoolExecutor  # only launches pay for it
+
+        # Independent queries, issued together: planning waits for the slowest, not the sum.
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            f_cfg, f_nodes, f_accounts = pool.submit(self.config), pool.submit(self.nodes), pool.submit(self._accounts)
+            cfg, nodes, accounts = f_cfg.result(), f_nodes.result(), f_accounts.result()
+        most: dict[str, int] = {}
+        default = None
+        for n in nodes:
+            part = str(n["partition"])
+            most[part] = max(most.get(part, 0), int(n["gpus"]))
+            if n["default"]:
+                default = part
         return ClusterInfo(
             max_array_size=cfg.max_array_size,
             min_job_age_s=cfg.min_job_age_s,
             partition_gpus=most,
             default_partition=default,
-            accounts=accounts or None,
+            accounts=accounts,
             version=cfg.version,
         )
