@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import getpass
 import importlib.metadata
+import importlib.util
 import platform
 import secrets
 import shlex
@@ -16,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slurmflow import config, planner, sweep
+from slurmflow import callables, config, planner, sweep
 from slurmflow.backends.base import Backend
+from slurmflow.backends.slurm_cli import SlurmCLI
 from slurmflow.errors import CommandError, UsageError
-from slurmflow.model import ClusterInfo, JobNode, Plan
+from slurmflow.model import ClusterInfo, JobNode, JobSpec, Plan
 from slurmflow.runner import SubprocessRunner
 from slurmflow.store import RunStore, plan_to_dict
 from slurmflow.submitter import Context, Progress, submit
@@ -41,15 +43,31 @@ def prepare(
     cluster: ClusterInfo,
     *,
     max_array_size: int | None = None,
+    cwd: Path | None = None,
 ) -> Prepared:
     """Everything that can reject a launch, before anything is written or submitted."""
     exp = config.load(config_dir, config_name, overrides)
     for stage in exp.stages.values():
         if stage.callable is not None:
-            raise UsageError(f"stages.{stage.name}.callable: callable stages are not supported yet; use a command")
+            _check_callable(stage.name, stage.callable, cwd or Path.cwd())
     plan = planner.plan(exp.name, exp.stages, sweep.count(exp.axes), cluster, max_array_size=max_array_size)
     config.validate_trials(exp, sweep.representatives(exp.axes))
     return Prepared(exp, plan, cluster)
+
+
+def _check_callable(stage: str, target: str, cwd: Path) -> None:
+    """The module must be importable from the launch directory (jobs run from there); it is
+    located, not imported: importing user code at plan time could have side effects."""
+    module = target.partition(":")[0]
+    sys.path.insert(0, str(cwd))
+    try:
+        found = importlib.util.find_spec(module)
+    except ModuleNotFoundError:
+        found = None
+    finally:
+        sys.path.remove(str(cwd))
+    if found is None:
+        raise UsageError(f"stages.{stage}.callable: no module {module!r} importable from {cwd}: check the name")
 
 
 def _git(cwd: Path) -> dict[str, Any]:
@@ -125,14 +143,26 @@ def write_run(
     return store
 
 
-def context(store: RunStore, *, hold: bool = False) -> Context:
+def context(store: RunStore, *, hold: bool = False, submitit: bool = False) -> Context:
     launch = store.read_json("launch.json")
     python, root = launch["python"], str(store.root)
+    plan = store.plan()
+
+    def submit_callable(node: JobNode, spec: JobSpec) -> str:
+        res = plan.stages[node.stage].resources
+        return callables.submit(spec, node, res, run_dir=store.root, python=python, hold=hold)
 
     def script(node: JobNode) -> str:
         return f"exec {shlex.quote(python)} -m slurmflow.task {shlex.quote(root)} {shlex.quote(node.key)}"
 
-    return Context(run_id=store.run_id, script=script, logs_dir=str(store.path("logs")), chdir=launch["cwd"], hold=hold)
+    return Context(
+        run_id=store.run_id,
+        script=script,
+        logs_dir=str(store.path("logs")),
+        chdir=launch["cwd"],
+        hold=hold,
+        submit_callable=submit_callable if submitit else None,
+    )
 
 
 def submit_run(
@@ -143,5 +173,8 @@ def submit_run(
     hold: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, str]:
+    # submitit runs sbatch itself, so it is used only where Slurm's commands run directly.
+    submitit = isinstance(backend, SlurmCLI) and not getattr(backend.runner, "prefix", ())
     with store.lock():
-        return submit(store.plan(), backend, store, context(store, hold=hold), resume=resume, progress=progress)
+        ctx = context(store, hold=hold, submitit=submitit)
+        return submit(store.plan(), backend, store, ctx, resume=resume, progress=progress)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from slurmflow import sbatch
 from slurmflow.backends.base import Backend
 from slurmflow.errors import SubmissionAmbiguous
-from slurmflow.model import DepKind, JobInfo, JobNode, JobState, Plan
+from slurmflow.model import DepKind, JobInfo, JobNode, JobSpec, JobState, Plan
 from slurmflow.store import RunStore
 
 Progress = Callable[[JobNode, str], None]
@@ -28,6 +28,8 @@ class Context:
     logs_dir: str
     chdir: str
     hold: bool = False  # submit held (sbatch --hold); `scontrol release` starts them
+    # Submits a callable stage's node through submitit; None: callables go through the script.
+    submit_callable: Callable[[JobNode, JobSpec], str] | None = None
 
 
 def _reconcile(backend: Backend, run_id: str, key: str) -> str | None:
@@ -133,12 +135,25 @@ def submit(
             spec = dataclasses.replace(spec, extra_args=(*spec.extra_args, "--hold"))
         script_path = store.write_text(f"scripts/{node.key}.sh", sbatch.render_script(spec), executable=True)
         store.append({"event": "intent", "node": node.key, "t": time.time()})
+        via_submitit = ctx.submit_callable is not None and plan.stages[node.stage].callable is not None
         try:
-            job_id = backend.submit(spec, str(script_path))
+            if via_submitit:
+                assert ctx.submit_callable is not None
+                job_id = ctx.submit_callable(node, spec)
+            else:
+                job_id = backend.submit(spec, str(script_path))
         except SubmissionAmbiguous:
             # The job may exist: look for it by name before trying again, or it would run twice.
             found = _reconcile(backend, ctx.run_id, node.key)
             job_id = found if found else backend.submit(spec, str(script_path))
+        except Exception:
+            if not via_submitit:
+                raise
+            # submitit's own sbatch failed: it may still have created the job.
+            found = _reconcile(backend, ctx.run_id, node.key)
+            if not found:
+                raise
+            job_id = found
         store.append({"event": "submitted", "node": node.key, "job_id": job_id, "t": time.time()})
         ids[node.key] = job_id
         if progress:

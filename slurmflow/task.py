@@ -7,6 +7,7 @@ argv list, runs it without a shell, and records the outcome in the trial directo
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -14,12 +15,14 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from slurmflow import config
 from slurmflow.errors import SlurmflowError
+from slurmflow.model import Stage
 from slurmflow.runner import run_child
 from slurmflow.store import RunStore
 
@@ -30,20 +33,29 @@ def _write_status(path: Path, doc: dict[str, object]) -> None:
     tmp.replace(path)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2:
-        print("usage: python -m slurmflow.task RUN_DIR NODE_KEY", file=sys.stderr)
-        return 2
-    store = RunStore(Path(args[0]))
+@dataclass
+class Prepared:
+    """Everything a task needs before it runs its stage."""
+
+    stage: Stage
+    cfg: DictConfig
+    env: dict[str, str]
+    cwd: str
+    status_path: Path
+    status: dict[str, object]
+
+
+def prepare(store: RunStore, key: str, array_index: int | None) -> Prepared:
+    """Find the trial (chunk offset + array index), compose its config from the run's snapshot,
+    and build the environment the stage runs in."""
     plan = store.plan()
-    node = plan.node(args[1])
+    node = plan.node(key)
     stage = plan.stages[node.stage]
     launch = store.read_json("launch.json")
     overrides = list(launch["base_overrides"])
     env = dict(os.environ)
     if node.array:
-        index = node.offset + int(os.environ.get("SLURM_ARRAY_TASK_ID", "0"))
+        index = node.offset + (array_index or 0)
         trial = store.read_trial(index)
         overrides += trial.overrides
         workdir = store.path("trials", trial.id)
@@ -63,7 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         SLURMFLOW_CONFIG=str(cfg_path),
         SLURMFLOW_WORKDIR=str(workdir),
     )
-    status_path = workdir / f"{stage.name}.status.json"
     status: dict[str, object] = {
         "stage": stage.name,
         "node": node.key,
@@ -74,18 +85,64 @@ def main(argv: Sequence[str] | None = None) -> int:
         "started": time.time(),
         "state": "running",
     }
-    _write_status(status_path, status)
+    prepared = Prepared(stage, cfg, env, launch["cwd"], workdir / f"{stage.name}.status.json", status)
+    _write_status(prepared.status_path, status)
+    return prepared
+
+
+def _finish(p: Prepared, code: int, result: object = None) -> None:
+    p.status.update(state="completed" if code == 0 else "failed", exit_code=code, ended=time.time())
+    if result is not None:
+        p.status["result"] = repr(result)[:2000]
+    _write_status(p.status_path, p.status)
+
+
+def call_stage(run_dir: str, key: str, array_index: int | None) -> object:
+    """Run a callable stage in this process: the entry point submitit pickles, and what the
+    wrapper uses on backends without submitit. The function gets the trial's config."""
+    p = prepare(RunStore(Path(run_dir)), key, array_index)
+    assert p.stage.callable is not None
+    module_name, _, func_name = p.stage.callable.partition(":")
+    os.environ.update(p.env)
+    os.chdir(p.cwd)
+    if p.cwd not in sys.path:
+        sys.path.insert(0, p.cwd)
     try:
-        if stage.command is None:
-            raise SlurmflowError(f"stage {stage.name} has no command")
-        words = config.command_argv(stage.command, cfg)
+        func = getattr(importlib.import_module(module_name), func_name)
+        result = func(p.cfg)
+    except BaseException:
+        _finish(p, 1)
+        raise
+    _finish(p, 0, result)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2:
+        print("usage: python -m slurmflow.task RUN_DIR NODE_KEY", file=sys.stderr)
+        return 2
+    task_id = os.environ.get("SLURM_ARRAY_TASK_ID")
+    array_index = int(task_id) if task_id is not None else None
+    store = RunStore(Path(args[0]))
+    if store.plan().stages[store.plan().node(args[1]).stage].callable:
+        try:
+            call_stage(args[0], args[1], array_index)
+        except Exception as exc:
+            print(f"slurmflow task: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    p = prepare(store, args[1], array_index)
+    try:
+        if p.stage.command is None:
+            raise SlurmflowError(f"stage {p.stage.name} has no command")
+        words = config.command_argv(p.stage.command, p.cfg)
         # SIGTERM (scancel, time limit) and SIGUSR1 (--signal warnings) reach the command too.
-        code = run_child(words, cwd=launch["cwd"], env=env, forward=(signal.SIGTERM, signal.SIGUSR1, signal.SIGINT))
+        code = run_child(words, cwd=p.cwd, env=p.env, forward=(signal.SIGTERM, signal.SIGUSR1, signal.SIGINT))
     except SlurmflowError as exc:
         print(f"slurmflow task: {exc}", file=sys.stderr)
         code = 2
-    status.update(state="completed" if code == 0 else "failed", exit_code=code, ended=time.time())
-    _write_status(status_path, status)
+    _finish(p, code)
     return code
 
 

@@ -81,14 +81,14 @@ def test_launch_submits_each_node_once_with_dependencies(prepared: tuple[Prepare
     prep, fake, tmp = prepared
     store = new_run(prep, tmp)
     ids = submit_run(store, fake)
-    assert list(ids) == ["prep", "train.0", "eval.0", "report", "on_failure"]
+    assert list(ids) == ["prep", "train.0", "eval.0", "report", "summary", "on_failure"]
     assert set(jobs_per_name(fake).values()) == {1}
     eval_task = fake.tasks[f"{ids['eval.0']}_0"]
     assert eval_task.dependency is not None and eval_task.dependency.clauses[0].job_ids == (ids["train.0"],)
     assert store.state().complete
 
 
-@pytest.mark.parametrize("crash_at", [1, 2, 3, 5])
+@pytest.mark.parametrize("crash_at", [1, 2, 3, 6])
 def test_crash_after_sbatch_then_resume_never_duplicates(
     prepared: tuple[Prepared, FakeSlurm, Path], crash_at: int
 ) -> None:
@@ -99,7 +99,7 @@ def test_crash_after_sbatch_then_resume_never_duplicates(
     state = store.state()
     assert len(state.intents) == 1 and len(state.submitted) == crash_at - 1  # the job exists, its id was lost
     ids = submit_run(store, fake, resume=True)
-    assert len(ids) == 5 and set(jobs_per_name(fake).values()) == {1}
+    assert len(ids) == 6 and set(jobs_per_name(fake).values()) == {1}
     assert any(ev.get("reconciled") for ev in store.events())
     # A second resume is a no-op.
     submit_run(store, fake, resume=True)
@@ -111,7 +111,7 @@ def test_ambiguous_submission_is_reconciled_not_repeated(prepared: tuple[Prepare
     store = new_run(prep, tmp)
     fault = SubmissionAmbiguous(["sbatch"], 1, "", "sbatch: error: Socket timed out on send/recv operation")
     ids = submit_run(store, Faulty(fake, 2, fault))
-    assert len(ids) == 5 and set(jobs_per_name(fake).values()) == {1}
+    assert len(ids) == 6 and set(jobs_per_name(fake).values()) == {1}
 
 
 def test_resume_after_parents_finished_drops_or_skips_edges(prepared: tuple[Prepared, FakeSlurm, Path]) -> None:
@@ -149,3 +149,4 @@ def test_local_backend_runs_the_demo(
     rows = (run / "results.csv").read_text().splitlines()
     assert len(rows) == 1 + 4 and all(",ok," in r for r in rows[1:])
     assert float(rows[1].split(",")[-1]) > 0.9  # the model learned something
+    assert '"trials": 4' in (run / "summary.json").read_text()  # the callable stage ran, in the job

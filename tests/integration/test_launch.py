@@ -75,7 +75,7 @@ def test_demo_campaign_end_to_end(mini_cluster: str, workdir: Path) -> None:
     doc = launch_json(mini_cluster, workdir)
     nodes: dict[str, str] = doc["nodes"]
     run_dir = Path(str(doc["run_dir"]))
-    assert list(nodes) == ["prep", "train.0", "eval.0", "report", "on_failure"]
+    assert list(nodes) == ["prep", "train.0", "eval.0", "report", "summary", "on_failure"]
     jobs = wait_final(mini_cluster, list(nodes.values()))
     by_name: dict[str, list[JobInfo]] = {}
     for j in jobs.values():
@@ -86,6 +86,7 @@ def test_demo_campaign_end_to_end(mini_cluster: str, workdir: Path) -> None:
         "train": [JobState.COMPLETED],
         "eval": [JobState.COMPLETED],
         "report": [JobState.COMPLETED],
+        "summary": [JobState.COMPLETED],
         "on_failure": [JobState.CANCELLED],
     }
     assert len(by_name["train"]) == 6 and all(j.nodes and j.nodes.startswith("gpu") for j in by_name["train"])
@@ -93,6 +94,35 @@ def test_demo_campaign_end_to_end(mini_cluster: str, workdir: Path) -> None:
     rows = (run_dir / "results.csv").read_text().splitlines()
     assert len(rows) == 7 and all(float(r.split(",")[-1]) > 0.9 for r in rows[1:])
     assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700 and run_dir.stat().st_uid == 2001
+    # The callable stage went through submitit, with the planner's dependency on its sbatch line.
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["trials"] == 6 and summary["best"]["test_accuracy"] > 0.9
+    script = next((run_dir / "submitit" / "summary").glob("*_submission.sh")).read_text()
+    assert f"--dependency=afterok:{nodes['report']}" in script and "--kill-on-invalid-dep=yes" in script
+
+
+SCORED = """
+  score:
+    per_trial: true
+    after_corr: [eval]
+    callable: jobs.summary:score
+    resources: {partition: cpu, time: 5m}
+"""
+
+
+def test_per_trial_callable_through_submitit_arrays(mini_cluster: str, workdir: Path) -> None:
+    demo = (workdir / "configs" / "experiment" / "demo.yaml").read_text()
+    (workdir / "configs" / "experiment" / "scored.yaml").write_text(demo.replace("name: demo", "name: scored") + SCORED)
+    doc = launch_json(mini_cluster, workdir, "experiment=scored", "--max-array-size", "4")
+    nodes: dict[str, str] = doc["nodes"]
+    assert [k for k in nodes if k.startswith("score")] == ["score.0", "score.1"]
+    jobs = wait_final(mini_cluster, list(nodes.values()))
+    score_tasks = [j for j in jobs.values() if ".score." in j.name]
+    assert len(score_tasks) == 6 and all(j.state is JobState.COMPLETED for j in score_tasks)
+    run_dir = Path(str(doc["run_dir"]))
+    scores = [json.loads(p.read_text())["score"] for p in run_dir.glob("trials/*/score.json")]
+    assert len(scores) == 6 and all(0.8 < s < 1 for s in scores)
+    assert list((run_dir / "submitit" / "score.1").glob("*_1_0_result.pkl"))  # task 1 of the second chunk
 
 
 CHUNKS = """\
@@ -197,11 +227,11 @@ def test_interrupted_launch_resumes_without_duplicates(mini_cluster: str, workdi
             for ev in map(json.loads, (runs[0] / "events.jsonl").read_text().splitlines())
             if ev["event"] == "submitted"
         }
-    assert len(nodes) == 5
+    assert len(nodes) == 6
     counts = count_jobs_by_name(mini_cluster, run_id)
-    assert len(counts) == 5 and set(counts.values()) == {1}, counts
+    assert len(counts) == 6 and set(counts.values()) == {1}, counts
     jobs = wait_final(mini_cluster, list(nodes.values()))
-    assert sum(j.state is JobState.COMPLETED for j in jobs.values()) == 14
+    assert sum(j.state is JobState.COMPLETED for j in jobs.values()) == 15
 
 
 def test_editing_the_config_after_launch_does_not_reach_pending_jobs(mini_cluster: str, workdir: Path) -> None:

@@ -30,7 +30,7 @@ def edit(cfgdir: Path, old: str, new: str) -> None:
 
 def test_demo_loads(cfgdir: Path) -> None:
     exp = config.load(cfgdir, "config", [])
-    assert exp.name == "demo" and list(exp.stages) == ["prep", "train", "eval", "report", "on_failure"]
+    assert exp.name == "demo" and list(exp.stages) == ["prep", "train", "eval", "report", "summary", "on_failure"]
     assert [(a.key, a.values) for a in exp.axes] == [("model.lr", ("0.3", "0.1")), ("seed", ("0", "1", "2"))]
     train = exp.stages["train"]
     assert train.per_trial and train.deps[0].kind is DepKind.AFTER_OK and train.resources.time == "00:30:00"

@@ -117,3 +117,29 @@ def test_environment_values_are_quoted(value: str) -> None:
 def test_environment_names_are_checked() -> None:
     with pytest.raises(UsageError, match="environment variable name"):
         sbatch.render_script(JobSpec(name="a", script="true", env={"A=B; id": "x"}))
+
+
+def test_callable_stage_parameters_for_submitit() -> None:
+    from slurmflow import callables
+    from slurmflow.model import JobNode, Resources
+
+    res = Resources(partition="gpu", gpus=2, cpus=4, mem="8G", time="01:30:00", account="lab-a")
+    spec = JobSpec(
+        name="sf.r.score.0",
+        script="",
+        dependency=Dependency.on(DepKind.AFTER_CORR, "12"),
+        comment="slurmflow:r:score.0",
+        chdir="/proj",
+        requeue=False,
+    )
+    node = JobNode("score.0", "score", size=1001, array=True, throttle=10)
+    params = callables.parameters(spec, node, res, hold=True)
+    assert params["dependency"] == "aftercorr:12" and params["array_parallelism"] == 10
+    assert params["time"] == 90 and params["gres"] == "gpu:2" and params["cpus_per_task"] == 4
+    assert params["additional_parameters"] == {
+        "kill-on-invalid-dep": "yes",
+        "chdir": "/proj",
+        "no-requeue": True,
+        "hold": True,
+    }
+    assert params["job_name"] == "sf.r.score.0" and params["use_srun"] is False
