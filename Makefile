@@ -7,10 +7,10 @@ CLUSTER := bash docker/slurm-cluster/cluster.sh
 .PHONY: help demo install lint test unit integration cluster-up cluster-down cluster-logs bench
 
 help:
-	@echo "make demo         bring the mini Slurm cluster up and show it (slurmflow cluster)"
+	@echo "make demo         bring the mini Slurm cluster up and launch the demo campaign on it"
 	@echo "make test         install everything, lint, type-check, start the cluster, run every test"
 	@echo "make unit         the fast tiers only (no cluster)"
-	@echo "make bench        cluster start times and Slurm command latency through slurmflow's runner"
+	@echo "make bench        planning, end-to-end launch and cluster benchmarks (figures against baselines)"
 	@echo "make cluster-down remove the cluster container"
 
 $(BIN)/slurmflow: pyproject.toml
@@ -21,9 +21,19 @@ $(BIN)/slurmflow: pyproject.toml
 
 install: $(BIN)/slurmflow
 
+# The main job: researcher alice, on the cluster's login node, launches the demo experiment
+# (configs/experiment/demo.yaml); slurmflow submits the whole graph and exits; we wait for Slurm.
+RUNS := $(CURDIR)/.mini/runs
 demo: cluster-up
+	@mkdir -p $(RUNS) && chmod 1777 $(RUNS)
 	$(CLUSTER) exec -u alice slurmflow cluster
-	$(CLUSTER) status
+	$(CLUSTER) exec -u alice bash -c 'cd /src && slurmflow plan'
+	$(CLUSTER) exec -u alice bash -c 'cd /src && slurmflow launch --runs-dir $(RUNS)'
+	@echo "slurmflow has exited; Slurm runs the campaign. Waiting for it to finish..."
+	$(CLUSTER) exec -u alice bash -c 'while squeue --me --noheader | grep -q .; do sleep 2; done; \
+	  sacct -X --format=JobID%12,JobName%48,State,ExitCode,NodeList -S now-10minutes | tail -n 20'
+	@run=$$(ls -td $(RUNS)/demo-* | head -1); echo "== $$run/results.csv"; cat $$run/results.csv; \
+	  echo "== $$run/summary.json"; cat $$run/summary.json
 
 lint: install
 	$(BIN)/ruff check .
@@ -51,4 +61,7 @@ integration: install cluster-up
 	$(BIN)/pytest -m integration || { $(CLUSTER) logs; exit 1; }
 
 bench: install cluster-up
+	$(BIN)/python bench/plan_bench.py
+	@mkdir -p $(CURDIR)/.mini/bench && chmod 1777 $(CURDIR)/.mini/bench
+	$(CLUSTER) exec -u bob bash -c 'cd $(CURDIR)/.mini/bench && /opt/slurmflow/venv/bin/python /src/bench/launch_bench.py'
 	$(BIN)/python bench/cluster_bench.py
