@@ -8,7 +8,8 @@ cluster (tests/fixtures/slurm/<version>/).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from slurmflow.errors import (
     AccountingUnavailable,
@@ -161,37 +162,47 @@ def _none(text: str) -> str | None:
     return None if text in ("", "N/A", "None", "(null)", "None assigned") else text
 
 
-def parse_squeue(stdout: str) -> list[JobInfo]:
-    jobs: list[JobInfo] = []
+def _rows(stdout: str, fields: Sequence[str], what: str) -> Iterator[dict[str, str]]:
+    """'|'-separated lines -> one dict per line, keyed by the requested field names."""
     for line in stdout.splitlines():
         if not line.strip():
             continue
         cols = line.split("|")
-        if len(cols) < len(SQUEUE_FIELDS):
-            raise ParseError("squeue output", line)
-        array_id, _array_job, _task, raw, name, state, reason, nodes, exit_code, account, user, part = (
-            c.strip() for c in cols[: len(SQUEUE_FIELDS)]
+        if len(cols) < len(fields):
+            raise ParseError(what, line)
+        yield {f: c.strip() for f, c in zip(fields, cols, strict=False)}
+
+
+def _per_task(job_id: str, **fields: Any) -> list[JobInfo]:
+    """One JobInfo per task of a (possibly collapsed) job id such as '12_[0-5%2]'."""
+    return [
+        JobInfo(
+            job_id=f"{base}_{idx}" if idx is not None else base,
+            array_job_id=base if idx is not None else None,
+            array_task_id=idx,
+            **fields,
         )
-        st, _ = parse_state(state)
-        code, sig = parse_exit_code(exit_code)
-        for base, idx in expand_job_id(array_id):
-            jobs.append(
-                JobInfo(
-                    job_id=f"{base}_{idx}" if idx is not None else base,
-                    name=name,
-                    state=st,
-                    array_job_id=base if idx is not None else None,
-                    array_task_id=idx,
-                    raw_id=raw,
-                    exit_code=code,
-                    signal=sig,
-                    reason=_none(reason),
-                    nodes=_none(nodes),
-                    account=_none(account),
-                    user=_none(user),
-                    partition=_none(part),
-                )
-            )
+        for base, idx in expand_job_id(job_id)
+    ]
+
+
+def parse_squeue(stdout: str) -> list[JobInfo]:
+    jobs: list[JobInfo] = []
+    for r in _rows(stdout, SQUEUE_FIELDS, "squeue output"):
+        code, sig = parse_exit_code(r["Exit_Code"])
+        jobs += _per_task(
+            r["JobArrayID"],
+            name=r["Name"],
+            state=parse_state(r["State"])[0],
+            raw_id=r["JobID"],
+            exit_code=code,
+            signal=sig,
+            reason=_none(r["Reason"]),
+            nodes=_none(r["NodeList"]),
+            account=_none(r["Account"]),
+            user=_none(r["UserName"]),
+            partition=_none(r["Partition"]),
+        )
     return jobs
 
 
@@ -226,37 +237,27 @@ def sacct_argv(job_ids: Sequence[str] = (), *, name: str | None = None, since: s
 
 def parse_sacct(stdout: str) -> list[JobInfo]:
     jobs: list[JobInfo] = []
-    for line in stdout.splitlines():
-        if not line.strip():
-            continue
-        cols = line.split("|")
-        if len(cols) < len(SACCT_FIELDS):
-            raise ParseError("sacct output", line)
-        job_id, raw, name, state, exit_code, reason, nodes, account, user, part, restarts = cols[: len(SACCT_FIELDS)]
+    for r in _rows(stdout, SACCT_FIELDS, "sacct output"):
+        job_id = r["JobID"]
         if "." in job_id:  # a step row slipped through (no -X): skip it
             continue
-        st, by = parse_state(state)
-        code, sig = parse_exit_code(exit_code)
-        for base, idx in expand_job_id(job_id):
-            jobs.append(
-                JobInfo(
-                    job_id=f"{base}_{idx}" if idx is not None else base,
-                    name=name,
-                    state=st,
-                    array_job_id=base if idx is not None else None,
-                    array_task_id=idx,
-                    raw_id=raw if "[" not in job_id else None,
-                    exit_code=code,
-                    signal=sig,
-                    reason=_none(reason),
-                    nodes=_none(nodes),
-                    account=_none(account),
-                    user=_none(user),
-                    partition=_none(part),
-                    restarts=int(restarts) if restarts.strip().isdigit() else None,
-                    cancelled_by=by,
-                )
-            )
+        state, by = parse_state(r["State"])
+        code, sig = parse_exit_code(r["ExitCode"])
+        jobs += _per_task(
+            job_id,
+            name=r["JobName"],
+            state=state,
+            raw_id=r["JobIDRaw"] if "[" not in job_id else None,
+            exit_code=code,
+            signal=sig,
+            reason=_none(r["Reason"]),
+            nodes=_none(r["NodeList"]),
+            account=_none(r["Account"]),
+            user=_none(r["User"]),
+            partition=_none(r["Partition"]),
+            restarts=int(r["Restarts"]) if r["Restarts"].isdigit() else None,
+            cancelled_by=by,
+        )
     return jobs
 
 
