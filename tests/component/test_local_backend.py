@@ -1,0 +1,57 @@
+"""The local backend runs real processes with Slurm's semantics: GPU slots, throttles, dependencies."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from slurmflow.backends.local import LocalSlurm
+from slurmflow.model import Dependency, DepKind, JobSpec, JobState
+
+
+def run_all(backend: LocalSlurm, ids: list[str], timeout: float = 30) -> dict[str, JobState]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        backend.advance()
+        jobs = backend.query(ids).jobs
+        if all(j.state.final for j in jobs):
+            return {j.job_id: j.state for j in jobs}
+        time.sleep(0.05)
+    raise AssertionError("local jobs did not finish")
+
+
+def test_gpu_slots_are_exclusive_and_throttle_holds(tmp_path: Path) -> None:
+    backend = LocalSlurm(gpus=2, cpus=8)
+    # Each task records its GPU, and how many tasks were running when it started.
+    script = (
+        f'd={tmp_path}; touch "$d/run.$SLURM_ARRAY_TASK_ID"; ls "$d" | grep -c "^run\\." > "$d/seen.$SLURM_ARRAY_TASK_ID"; '
+        f'echo "$CUDA_VISIBLE_DEVICES" > "$d/gpu.$SLURM_ARRAY_TASK_ID"; sleep 0.3; rm "$d/run.$SLURM_ARRAY_TASK_ID"'
+    )
+    gpu_job = backend.submit(
+        JobSpec(name="gpu", script=script, gpus_per_task=1, array="0-5", output=str(tmp_path / "o-%a"))
+    )
+    after = backend.submit(JobSpec(name="after", script="exit 3", dependency=Dependency.on(DepKind.AFTER_OK, gpu_job)))
+    handler = backend.submit(JobSpec(name="h", script="true", dependency=Dependency.on(DepKind.AFTER_NOT_OK, after)))
+    states = run_all(backend, [gpu_job, after, handler])
+    assert [states[f"{gpu_job}_{i}"] for i in range(6)] == [JobState.COMPLETED] * 6
+    assert states[after] is JobState.FAILED and states[handler] is JobState.COMPLETED
+    gpus = [(tmp_path / f"gpu.{i}").read_text().strip() for i in range(6)]
+    assert set(gpus) == {"0", "1"}  # one slot each, never both
+    assert max(int((tmp_path / f"seen.{i}").read_text()) for i in range(6)) <= 2  # never more than 2 GPUs busy
+
+    throttled = backend.submit(
+        JobSpec(name="t", script=script.replace("gpu.", "tgpu."), array="0-5%1", output=str(tmp_path / "t-%a"))
+    )
+    run_all(backend, [throttled])
+    assert max(int((tmp_path / f"seen.{i}").read_text()) for i in range(6)) == 1  # %1: one at a time
+
+
+def test_cancel_kills_the_process(tmp_path: Path) -> None:
+    backend = LocalSlurm(gpus=0, cpus=2)
+    job = backend.submit(JobSpec(name="long", script=f"sleep 30; touch {tmp_path}/finished"))
+    backend.advance()
+    assert backend.query([job]).jobs[0].state is JobState.RUNNING
+    backend.cancel([job])
+    assert backend.query([job]).jobs[0].state is JobState.CANCELLED
+    time.sleep(0.2)
+    assert not (tmp_path / "finished").exists()
