@@ -28,6 +28,7 @@ from slurmflow.store import RunStore, plan_to_dict
 if TYPE_CHECKING:
     from slurmflow.backends.base import Backend
     from slurmflow.launch import Prepared
+    from slurmflow.status import CampaignStatus
 
 # Commands import Hydra (via slurmflow.launch) only when they need it: `--help`, `--version` and
 # `cluster` answer in a tenth of the time.
@@ -181,14 +182,116 @@ def cmd_launch(args: argparse.Namespace, console: Console) -> int:
     return code
 
 
+def _run_backend(store: RunStore, via: str | None) -> SlurmCLI:
+    """The Slurm backend a run was launched through (its recorded prefix, unless --via is given)."""
+    recorded = store.read_json("backend.json") if store.path("backend.json").exists() else {"backend": "slurm"}
+    if recorded["backend"] == "local":
+        raise UsageError(f"run {store.run_id} ran on the local backend, whose jobs ended with it: launch it again")
+    return make_backend(via if via is not None else recorded.get("via"))
+
+
+def _campaign(store: RunStore, backend: SlurmCLI) -> CampaignStatus:
+    from slurmflow.status import summarise
+
+    state = store.state()
+    ids = sorted(set(state.submitted.values()), key=int)
+    result = backend.query(ids) if ids else None
+    events = store.events()
+    started = float(events[0].get("t", time.time())) if events else time.time()
+    return summarise(
+        store.run_id,
+        store.plan(),
+        state.submitted,
+        result.jobs if result else (),
+        logs_dir=str(store.path("logs")),
+        started=started,
+        now=time.time(),
+        accounting_available=result.accounting_available if result else True,
+        skipped=sorted(state.skipped),
+    )
+
+
+def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    from slurmflow import views
+    from slurmflow.status import to_dict
+
+    store = RunStore.open(args.run, Path(args.runs_dir))
+    backend = _run_backend(store, args.via)
+    if args.json:
+        print(json.dumps(to_dict(_campaign(store, backend), tasks=args.tasks), indent=2))
+        return 0
+    if not args.watch:
+        console.print(views.status_view(_campaign(store, backend), tasks=args.tasks))
+        return 0
+    from rich.live import Live
+
+    # One batched query per refresh; the interval doubles (up to 60 s) while nothing changes.
+    interval, last = args.interval, None
+    with Live(console=console, auto_refresh=False) as live:
+        while True:
+            st = _campaign(store, backend)
+            live.update(views.status_view(st, tasks=args.tasks), refresh=True)
+            if st.done:
+                return 0
+            snapshot = [(t.job_id, t.state) for t in st.tasks]
+            interval = min(60.0, interval * 2) if snapshot == last else args.interval
+            last = snapshot
+            time.sleep(interval)
+
+
+def _select_nodes(store: RunStore, stage: str | None) -> dict[str, str]:
+    plan, submitted = store.plan(), store.state().submitted
+    if stage is not None and stage not in plan.stages:
+        raise UsageError(f"--stage {stage!r}: no such stage in run {store.run_id} (stages: {', '.join(plan.stages)})")
+    return {k: v for k, v in submitted.items() if stage is None or plan.node(k).stage == stage}
+
+
+def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
+    store = RunStore.open(args.run, Path(args.runs_dir))
+    backend = _run_backend(store, args.via)
+    nodes = _select_nodes(store, args.stage)
+    backend.cancel(sorted(set(nodes.values()), key=int))
+    store.append({"event": "cancelled", "nodes": sorted(nodes), "by": "user", "t": time.time()})
+    if args.json:
+        print(json.dumps({"run_id": store.run_id, "cancelled": nodes}, indent=2))
+    else:
+        console.print(
+            f"cancelled {len(nodes)} submission(s) of run {store.run_id}"
+            + (f", stage {args.stage}" if args.stage else "")
+        )
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace, console: Console) -> int:
+    store = RunStore.open(args.run, Path(args.runs_dir))
+    plan = store.plan()
+    if args.stage not in plan.stages:
+        raise UsageError(
+            f"stage {args.stage!r}: no such stage in run {store.run_id} (stages: {', '.join(plan.stages)})"
+        )
+    nodes = [n for n in plan.nodes if n.stage == args.stage]
+    if nodes[0].array:
+        if args.task is None:
+            raise UsageError(
+                f"stage {args.stage} runs one task per trial: give the trial index (0-{plan.n_trials - 1})"
+            )
+        if not 0 <= args.task < plan.n_trials:
+            raise UsageError(f"trial {args.task}: out of range 0-{plan.n_trials - 1}")
+        node = next(n for n in nodes if n.offset <= args.task < n.offset + n.size)
+        path = store.path("logs", node.key, f"{args.task - node.offset}.out")
+    else:
+        path = store.path("logs", nodes[0].key, "job.out")
+    if not path.exists():
+        raise UsageError(f"no log yet at {path}: the task has not started")
+    sys.stdout.write(path.read_text())
+    return 0
+
+
 def cmd_resume(args: argparse.Namespace, console: Console) -> int:
     from slurmflow.launch import submit_run
 
     store = RunStore.open(args.run, Path(args.runs_dir))
-    recorded = store.read_json("backend.json") if store.path("backend.json").exists() else {"backend": "slurm"}
-    if recorded["backend"] == "local":
-        raise UsageError(f"run {store.run_id} ran on the local backend, whose jobs ended with it: launch it again")
-    backend = make_backend(args.via if args.via is not None else recorded.get("via"))
+    backend = _run_backend(store, args.via)
     before = store.state()
     ids = submit_run(store, backend, resume=True)
     if not args.json:
@@ -301,6 +404,45 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--via", metavar="COMMAND", default=None, help="prefix for Slurm commands")
     resume.add_argument("--json", action="store_true", help="print JSON for scripts")
     resume.set_defaults(func=cmd_resume)
+
+    def run_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("run", metavar="RUN", help="run id (in --runs-dir) or run directory")
+        p.add_argument("--runs-dir", default=os.environ.get(RUNS_ENV, "runs"), help="where run directories are")
+        p.add_argument("--via", metavar="COMMAND", default=None, help="prefix for Slurm commands")
+
+    status = sub.add_parser(
+        "status",
+        help="per stage: counts by state, failures, pending reasons, time left",
+        description="One batched query to Slurm for the whole run: counts by state per "
+        "stage, failures with exit code, node and log, pending reasons in words, retries.",
+    )
+    run_args(status)
+    status.add_argument("--tasks", action="store_true", help="one row per task")
+    status.add_argument("--watch", action="store_true", help="a live dashboard until the run ends")
+    status.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes with --watch")
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    status.set_defaults(func=cmd_status)
+
+    cancel = sub.add_parser(
+        "cancel",
+        help="cancel a run's jobs (or one stage's)",
+        description="scancel every job of the run, or of one stage.",
+    )
+    run_args(cancel)
+    cancel.add_argument("--stage", default=None, help="only this stage")
+    cancel.add_argument("--json", action="store_true", help="print JSON for scripts")
+    cancel.set_defaults(func=cmd_cancel)
+
+    logs = sub.add_parser(
+        "logs",
+        help="print a task's log",
+        description="Print the log of a stage's job, or of one trial's task of a per-trial stage.",
+    )
+    logs.add_argument("run", metavar="RUN", help="run id (in --runs-dir) or run directory")
+    logs.add_argument("stage", metavar="STAGE")
+    logs.add_argument("task", metavar="TRIAL", type=int, nargs="?", help="trial index, for per-trial stages")
+    logs.add_argument("--runs-dir", default=os.environ.get(RUNS_ENV, "runs"), help="where run directories are")
+    logs.set_defaults(func=cmd_logs)
     return parser
 
 

@@ -125,7 +125,8 @@ class RunStore:
         return path
 
     def write_json(self, name: str, doc: Any) -> Path:
-        return self.write_text(name, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        # Insertion order is meaningful (stages and nodes in plan order): never sort keys.
+        return self.write_text(name, json.dumps(doc, indent=2) + "\n")
 
     def read_json(self, name: str) -> Any:
         return json.loads((self.root / name).read_text())

@@ -5,12 +5,15 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping, Sequence
 
+from rich.console import Group, RenderableType
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from slurmflow import sbatch, slurm_text
 from slurmflow.launch import Prepared
 from slurmflow.model import JobInfo, JobNode, Plan
+from slurmflow.status import CampaignStatus
 
 
 def _resources(prep: Prepared, stage_name: str) -> str:
@@ -112,3 +115,88 @@ def final_table(jobs: Sequence[JobInfo]) -> Table:
     for (name, state, code), idx in sorted(groups.items()):
         table.add_row(name, state, code, slurm_text.compress_indices(idx))
     return table
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def status_view(st: CampaignStatus, *, tasks: bool = False) -> Group:
+    from slurmflow.status import QUOTA_REASONS, explain
+
+    table = Table(title=f"run {st.run_id}" + ("  (done)" if st.done else ""))
+    columns = ("stage", "tasks", "done", "running", "pending", "failed", "cancelled", "other", "retries")
+    for col in columns:
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for s in st.stages:
+        c = dict(s.counts)
+        done = c.pop("COMPLETED", 0)
+        running = c.pop("RUNNING", 0) + c.pop("COMPLETING", 0) + c.pop("CONFIGURING", 0)
+        pending = c.pop("PENDING", 0)
+        cancelled = c.pop("CANCELLED", 0)
+        failed = sum(c.pop(k, 0) for k in ("FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "PREEMPTED"))
+        other = sum(c.values())
+        table.add_row(
+            s.stage,
+            str(s.total),
+            f"[green]{done}[/]" if done else "0",
+            str(running),
+            str(pending),
+            f"[red]{failed}[/]" if failed else "0",
+            str(cancelled),
+            str(other),
+            str(s.restarts),
+        )
+    parts: list[RenderableType] = [table]
+    failures = [f for s in st.stages for f in s.failures]
+    if failures:
+        ft = Table(title="failures and cancellations")
+        for col in ("task", "trial", "state", "exit", "node", "log"):
+            ft.add_column(col)
+        for f in failures[:50]:
+            why = f" ({explain(f.reason)})" if f.reason == "DependencyNeverSatisfied" else ""
+            ft.add_row(
+                f.job_id,
+                "-" if f.trial is None else str(f.trial),
+                f.state.name + why,
+                "-" if f.exit_code is None else str(f.exit_code),
+                f.nodes or "-",
+                f.log or "-",
+            )
+        if len(failures) > 50:
+            ft.add_row(f"... {len(failures) - 50} more", "", "", "", "", "")
+        parts.append(ft)
+    for s in st.stages:
+        for reason, n in sorted(s.pending.items(), key=lambda kv: -kv[1]):
+            colour = "yellow" if reason in QUOTA_REASONS else "dim"
+            parts.append(Text.from_markup(f"[{colour}]{s.stage}: {n} pending: {explain(reason)} ({reason})[/]"))
+    if tasks:
+        tt = Table(title="tasks")
+        for col in ("task", "stage", "trial", "state", "exit", "reason", "node", "retries"):
+            tt.add_column(col)
+        for r in st.tasks:
+            tt.add_row(
+                r.job_id,
+                r.stage,
+                "-" if r.trial is None else str(r.trial),
+                r.state.name,
+                "-" if r.exit_code is None else str(r.exit_code),
+                r.reason or "",
+                r.nodes or "",
+                str(r.restarts),
+            )
+        parts.append(tt)
+    footer = f"elapsed {_duration(st.elapsed_s)}"
+    if not st.done:
+        footer += f", about {_duration(st.remaining_s)} left at the current pace"
+    if st.not_submitted:
+        footer += f"; NOT SUBMITTED: {', '.join(st.not_submitted)} (run `slurmflow resume {st.run_id}`)"
+    if st.skipped:
+        footer += f"; skipped (could never run): {', '.join(st.skipped)}"
+    parts.append(Text(footer))
+    parts.extend(Text(n, style="bold yellow") for n in st.notes)
+    return Group(*parts)

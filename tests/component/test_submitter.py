@@ -73,6 +73,7 @@ def test_run_directory_is_private_and_complete(prepared: tuple[Prepared, FakeSlu
         assert store.path(name).exists(), name
     assert next(t.overrides for t in store.trials()) == ("model.lr=0.3", "seed=0")
     assert store.read_trial(4).overrides == ("model.lr=0.1", "seed=1")
+    assert list(store.plan().stages) == ["prep", "train", "eval", "report", "summary", "on_failure"]
     prov = store.read_json("provenance.json")
     assert prov["packages"]["hydra-core"] and prov["user"] and prov["host"] and "git" in prov
 

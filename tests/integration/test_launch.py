@@ -289,3 +289,69 @@ def test_malformed_yaml_exits_2(mini_cluster: str, workdir: Path) -> None:
     (workdir / "configs" / "experiment" / "demo.yaml").write_text("name: demo\nstages: [unclosed\n")
     done = slurmflow(mini_cluster, workdir, "plan")
     assert done.returncode == 2 and "malformed YAML" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_status_cancel_and_logs_of_a_run(mini_cluster: str, workdir: Path) -> None:
+    """status explains a failure and a quota pending reason; cancel --stage; logs prints a task's log."""
+    (workdir / "configs" / "experiment" / "chunks.yaml").write_text(CHUNKS)
+    subprocess.run(
+        ["docker", "exec", mini_cluster, "sacctmgr", "-i", "modify", "account", "lab-a", "set", "GrpTRES=gres/gpu=1"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        doc = launch_json(mini_cluster, workdir, "experiment=chunks", "seed=range(8)")
+        run_id = str(doc["run_id"])
+        nodes: dict[str, str] = doc["nodes"]
+
+        def status() -> dict[str, Any]:
+            done = slurmflow(mini_cluster, workdir, "status", run_id, "--runs-dir", "runs", "--json", "--tasks")
+            assert done.returncode == 0, done.stderr
+            parsed: dict[str, Any] = json.loads(done.stdout)
+            return parsed
+
+        deadline, quota_text, most_running = time.monotonic() + 120, "", 0
+        while True:
+            st = status()
+            train = next(x for x in st["stages"] if x["stage"] == "train")
+            most_running = max(most_running, train["counts"].get("RUNNING", 0))
+            if "AssocGrpGRES" in train["pending"] and not quota_text:
+                assert train["pending"]["AssocGrpGRES"]["why"].startswith("the account's concurrent GPU cap")
+                quota_text = slurmflow(mini_cluster, workdir, "status", run_id, "--runs-dir", "runs").stdout
+            if train["counts"].get("FAILED"):
+                break
+            assert time.monotonic() < deadline, st
+            time.sleep(1)
+        assert "concurrent GPU cap" in quota_text  # the quota reason, in words, in the table view
+        assert most_running <= 1  # the cap, seen from Slurm
+        (failure,) = train["failures"]
+        assert failure["trial"] == 6 and failure["exit_code"] == 3 and failure["state"] == "FAILED"
+        assert failure["log"].endswith("/logs/train.0/6.out")
+
+        done = slurmflow(mini_cluster, workdir, "cancel", run_id, "--runs-dir", "runs", "--stage", "train")
+        assert done.returncode == 0, done.stderr
+        jobs = wait_final(mini_cluster, list(nodes.values()))
+        assert not any(j.state is JobState.PENDING for j in jobs.values())
+        assert status()["done"] is True
+
+        shown = slurmflow(mini_cluster, workdir, "logs", run_id, "train", "0", "--runs-dir", "runs")
+        assert shown.returncode == 0 and shown.stdout == (Path(str(doc["run_dir"])) / "logs/train.0/0.out").read_text()
+        bad = slurmflow(mini_cluster, workdir, "logs", run_id, "nosuch", "--runs-dir", "runs")
+        assert bad.returncode == 2 and "no such stage" in bad.stderr
+    finally:
+        subprocess.run(
+            [
+                "docker",
+                "exec",
+                mini_cluster,
+                "sacctmgr",
+                "-i",
+                "modify",
+                "account",
+                "lab-a",
+                "set",
+                "GrpTRES=gres/gpu=-1",
+            ],
+            check=True,
+            capture_output=True,
+        )

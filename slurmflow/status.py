@@ -1,0 +1,200 @@
+"""A campaign's state from one batched query: per stage counts, failures, pending reasons in words.
+
+Pure: (plan, submitted job ids, trial offsets, jobs as Slurm reports them, clock) -> CampaignStatus.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from slurmflow.model import JobInfo, JobState, Plan
+
+# Pending reasons (man squeue, JOB REASON CODES) in a researcher's words.
+REASONS: Mapping[str, str] = {
+    "Dependency": "waiting for the stages it depends on",
+    "DependencyNeverSatisfied": "a dependency failed: it will never run",
+    "Priority": "queued behind jobs of higher priority",
+    "Resources": "waiting for free nodes or GPUs",
+    "BeginTime": "held until its begin time (a requeued job waits about 2 minutes)",
+    "JobHeldUser": "held (launched with --hold): `scontrol release <id>` starts it",
+    "JobHeldAdmin": "held by an administrator",
+    "JobArrayTaskLimit": "the stage's max_parallel throttle is reached",
+    "AssocGrpGRES": "the account's concurrent GPU cap (GrpTRES gres/gpu) is reached",
+    "AssocGrpGRESMinutes": "the account's GPU-hour budget (GrpTRESMins gres/gpu) is used up",
+    "AssocGrpGRESRunMinutes": "the account's running GPU-minutes cap is reached",
+    "AssocMaxGRESPerJob": "the job asks more GPUs than the account allows per job",
+    "AssocGrpJobsLimit": "the account's cap on running jobs is reached",
+    "AssocMaxJobsLimit": "your cap on running jobs is reached",
+    "AssocMaxSubmitJobLimit": "your cap on submitted jobs is reached",
+    "QOSGrpGRES": "the QOS's concurrent GPU cap is reached",
+    "QOSMaxGRESPerUser": "the QOS's per-user GPU cap is reached",
+    "QOSMaxSubmitJobPerUserLimit": "the QOS's per-user cap on submitted jobs is reached",
+    "ReqNodeNotAvail": "a node it needs is unavailable (down or drained)",
+    "PartitionDown": "its partition is down",
+    "NodeDown": "a node it needs is down",
+}
+QUOTA_REASONS = frozenset(r for r in REASONS if r.startswith(("Assoc", "QOS")))
+
+
+def explain(reason: str | None) -> str:
+    if not reason or reason == "None":
+        return "no reason given"
+    head = reason.split(",", 1)[0].strip()
+    return REASONS.get(head, reason)
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    node: str
+    stage: str
+    job_id: str  # 123 or 123_4; "-" when not submitted
+    state: JobState
+    trial: int | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    nodes: str | None = None
+    restarts: int = 0
+    log: str | None = None
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    stage: str
+    total: int
+    counts: Mapping[str, int]
+    restarts: int
+    failures: tuple[TaskRow, ...]
+    pending: Mapping[str, int]  # reason -> tasks
+
+
+@dataclass(frozen=True)
+class CampaignStatus:
+    run_id: str
+    stages: tuple[StageStatus, ...]
+    tasks: tuple[TaskRow, ...]
+    accounting_available: bool
+    elapsed_s: float
+    remaining_s: float | None
+    not_submitted: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+    done: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+
+def summarise(
+    run_id: str,
+    plan: Plan,
+    submitted: Mapping[str, str],
+    jobs: Sequence[JobInfo],
+    *,
+    logs_dir: str,
+    started: float,
+    now: float,
+    accounting_available: bool = True,
+    skipped: Sequence[str] = (),
+) -> CampaignStatus:
+    by_id = {j.job_id: j for j in jobs}
+    rows: list[TaskRow] = []
+    for node in plan.nodes:
+        job_id = submitted.get(node.key)
+        for task in range(node.size) if node.array else [None]:
+            if job_id is None:
+                rows.append(TaskRow(node.key, node.stage, "-", JobState.UNKNOWN))
+                continue
+            key = f"{job_id}_{task}" if task is not None else job_id
+            info = by_id.get(key)
+            log = f"{logs_dir}/{node.key}/" + (f"{task}.out" if task is not None else "job.out")
+            trial = node.offset + task if task is not None else None
+            if info is None:
+                rows.append(TaskRow(node.key, node.stage, key, JobState.UNKNOWN, trial, log=log))
+                continue
+            rows.append(
+                TaskRow(
+                    node.key,
+                    node.stage,
+                    key,
+                    info.state,
+                    trial,
+                    info.exit_code,
+                    info.reason,
+                    info.nodes,
+                    info.restarts or 0,
+                    log,
+                )
+            )
+    stages = []
+    for stage in plan.stages:
+        mine = [r for r in rows if r.stage == stage]
+        counts = Counter(r.state.name for r in mine)
+        failures = tuple(r for r in mine if r.state.final and not r.state.succeeded)
+        pending = Counter((r.reason or "None").split(",", 1)[0] for r in mine if r.state is JobState.PENDING)
+        stages.append(
+            StageStatus(stage, len(mine), dict(counts), sum(r.restarts for r in mine), failures, dict(pending))
+        )
+    final = [r for r in rows if r.state.final]
+    elapsed = max(0.0, now - started)
+    remaining = None
+    if final and len(final) < len(rows) and elapsed > 0:
+        remaining = (len(rows) - len(final)) * elapsed / len(final)
+    notes = []
+    if not accounting_available:
+        notes.append(
+            "slurmdbd did not answer: showing what the controller knows; jobs it has forgotten show as UNKNOWN"
+        )
+    return CampaignStatus(
+        run_id=run_id,
+        stages=tuple(stages),
+        tasks=tuple(rows),
+        accounting_available=accounting_available,
+        elapsed_s=elapsed,
+        remaining_s=remaining,
+        not_submitted=tuple(n.key for n in plan.nodes if n.key not in submitted and n.key not in skipped),
+        skipped=tuple(skipped),
+        done=bool(rows) and all(r.state.final for r in rows if r.job_id != "-"),
+        notes=tuple(notes),
+    )
+
+
+def to_dict(status: CampaignStatus, *, tasks: bool = False) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "run_id": status.run_id,
+        "done": status.done,
+        "accounting_available": status.accounting_available,
+        "elapsed_s": round(status.elapsed_s, 1),
+        "remaining_s": None if status.remaining_s is None else round(status.remaining_s, 1),
+        "not_submitted": list(status.not_submitted),
+        "skipped": list(status.skipped),
+        "notes": list(status.notes),
+        "stages": [
+            {
+                "stage": s.stage,
+                "tasks": s.total,
+                "counts": dict(s.counts),
+                "retries": s.restarts,
+                "pending": {r: {"tasks": n, "why": explain(r)} for r, n in s.pending.items()},
+                "failures": [_row(r) for r in s.failures],
+            }
+            for s in status.stages
+        ],
+    }
+    if tasks:
+        doc["tasks"] = [_row(r) for r in status.tasks]
+    return doc
+
+
+def _row(r: TaskRow) -> dict[str, object]:
+    return {
+        "node": r.node,
+        "stage": r.stage,
+        "job_id": r.job_id,
+        "trial": r.trial,
+        "state": r.state.name,
+        "exit_code": r.exit_code,
+        "reason": r.reason,
+        "why": explain(r.reason) if r.state is JobState.PENDING else None,
+        "nodes": r.nodes,
+        "restarts": r.restarts,
+        "log": r.log,
+    }
