@@ -287,6 +287,37 @@ def cmd_logs(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_monitor(args: argparse.Namespace, console: Console) -> int:
+    from slurmflow.errors import ControllerUnavailable
+    from slurmflow.monitor import tick
+
+    store = RunStore.open(args.run, Path(args.runs_dir))
+    backend = _run_backend(store, args.via)
+    interval = args.interval
+    while True:
+        try:
+            result = tick(store, backend)
+        except ControllerUnavailable as exc:
+            # slurmctld restarting: running jobs survive it; try again later, never resubmit.
+            console.print(f"[yellow]controller unavailable, retrying in {interval:g} s: {exc}[/]")
+            if args.once:
+                return 1
+            time.sleep(interval)
+            continue
+        for action in result.actions:
+            line = f"{action['event']}: {action['task']} ({action['node']}): {action['why']}"
+            console.print(json.dumps(action) if args.json else line, highlight=False)
+        if not result.accounting_available:
+            console.print("[yellow]slurmdbd did not answer: acting on the controller's view only[/]")
+        if args.once or result.done:
+            if result.done and not args.json:
+                console.print(f"run {store.run_id}: every job has ended")
+            return 0
+        # Back off while nothing happens: one batched query per tick whatever the run's size.
+        interval = args.interval if result.actions else min(args.max_interval, interval * 1.5)
+        time.sleep(interval)
+
+
 def cmd_resume(args: argparse.Namespace, console: Console) -> int:
     from slurmflow.launch import submit_run
 
@@ -432,6 +463,20 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--stage", default=None, help="only this stage")
     cancel.add_argument("--json", action="store_true", help="print JSON for scripts")
     cancel.set_defaults(func=cmd_cancel)
+
+    monitor = sub.add_parser(
+        "monitor",
+        help="keep a run moving: requeue infrastructure failures, rewire dependents",
+        description="Reconcile the run with Slurm: requeue tasks that failed for infrastructure reasons (per "
+        "the stage's retry policy), revive their dependents, record every action; loop until the run ends, or "
+        "one tick with --once (cron).",
+    )
+    run_args(monitor)
+    monitor.add_argument("--once", action="store_true", help="one tick, then exit")
+    monitor.add_argument("--interval", type=float, default=30.0, help="seconds between ticks (default 30)")
+    monitor.add_argument("--max-interval", type=float, default=300.0, help="back-off ceiling while idle")
+    monitor.add_argument("--json", action="store_true", help="one JSON object per action")
+    monitor.set_defaults(func=cmd_monitor)
 
     logs = sub.add_parser(
         "logs",

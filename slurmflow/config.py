@@ -25,7 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from slurmflow.errors import UsageError
-from slurmflow.model import DepKind, Resources, Stage, StageDep
+from slurmflow.model import DepKind, Resources, RetryPolicy, Stage, StageDep
 from slurmflow.sweep import Axis
 
 DEP_FIELDS = {
@@ -42,8 +42,10 @@ STAGE_FIELDS = {
     "resources",
     "max_parallel",
     "requeue",
+    "retry",
     *DEP_FIELDS,
 }
+RETRY_FIELDS = {"infra", "exclude_failed_node", "exit_codes", "exit_retries", "timeouts"}
 RESOURCE_FIELDS = {"partition", "account", "qos", "gpus", "cpus", "mem", "time", "constraint", "extra"}
 _STAGE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _SLURM_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -215,6 +217,30 @@ def _resources(raw: object, where: str) -> Resources:
     return Resources(**out)
 
 
+def _retry(raw: object, where: str) -> RetryPolicy:
+    if raw is None:
+        return RetryPolicy()
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where}: expected a mapping of {', '.join(sorted(RETRY_FIELDS))}")
+    unknown = sorted(set(raw) - RETRY_FIELDS)
+    if unknown:
+        raise UsageError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(RETRY_FIELDS))})")
+    out: dict[str, Any] = {}
+    for key in ("infra", "exit_retries", "timeouts"):
+        if key in raw:
+            value = raw[key]
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100:
+                raise UsageError(f"{where}.{key}: {value!r} must be a whole number from 0 to 100")
+            out[key] = value
+    if "exclude_failed_node" in raw:
+        out["exclude_failed_node"] = bool(raw["exclude_failed_node"])
+    codes = raw.get("exit_codes", [])
+    if not isinstance(codes, list) or not all(isinstance(c, int) and 1 <= c <= 255 for c in codes):
+        raise UsageError(f"{where}.exit_codes: expected a list of exit codes from 1 to 255")
+    out["exit_codes"] = tuple(codes)
+    return RetryPolicy(**out)
+
+
 def parse_stage(name: str, raw: object) -> Stage:
     where = f"stages.{name}"
     if not _STAGE_NAME.match(name):
@@ -254,6 +280,7 @@ def parse_stage(name: str, raw: object) -> Stage:
         resources=_resources(raw.get("resources"), f"{where}.resources"),
         max_parallel=max_parallel,
         requeue=raw.get("requeue"),
+        retry=_retry(raw.get("retry"), f"{where}.retry"),
     )
 
 

@@ -210,6 +210,18 @@ class StageDep:
 
 
 @dataclass(frozen=True)
+class RetryPolicy:
+    """What the monitor may retry, per stage. Defaults a careful user would pick: infrastructure
+    failures are retried, a program's own failures are not unless their exit codes are listed."""
+
+    infra: int = 2  # NODE_FAIL, BOOT_FAIL, PREEMPTED: requeues per task
+    exclude_failed_node: bool = True
+    exit_codes: tuple[int, ...] = ()  # FAILED with one of these exit codes is retried ...
+    exit_retries: int = 2  # ... this many times per task
+    timeouts: int = 0  # TIMEOUT: requeues per task (useful only for stages that checkpoint)
+
+
+@dataclass(frozen=True)
 class Stage:
     """One step of an experiment: a command or a Python callable, once or once per trial."""
 
@@ -222,6 +234,7 @@ class Stage:
     resources: Resources = Resources()
     max_parallel: int | None = None  # campaign-wide cap on running tasks of this stage
     requeue: bool | None = None
+    retry: RetryPolicy = RetryPolicy()
 
 
 @dataclass(frozen=True)

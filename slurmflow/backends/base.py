@@ -20,14 +20,21 @@ class Backend(Protocol):
 
     def cancel(self, job_ids: Sequence[str]) -> None: ...
 
-    def requeue(self, job_ids: Sequence[str], *, start_now: bool = False) -> None:
+    def requeue(self, job_ids: Sequence[str], *, start_now: bool = False, hold: bool = False) -> None:
         """Put finished or running jobs back in the queue with the same id (restart count + 1).
-        Slurm holds a requeued job ~120 s (reason BeginTime); start_now lifts that hold."""
+        Slurm holds a requeued job ~120 s (reason BeginTime); start_now lifts that. With hold the
+        job stays held until `release`: time to fix its dependency before Slurm re-judges it."""
         ...
+
+    def release(self, job_ids: Sequence[str]) -> None: ...
 
     def update_dependency(self, job_id: str, dependency: Dependency | None) -> None:
         """Replace a pending job's dependency (None clears it). This is how a child left with
         DependencyNeverSatisfied is revived once its requeued parent can succeed."""
+        ...
+
+    def exclude_nodes(self, job_id: str, nodes: Sequence[str]) -> None:
+        """Keep a pending job off these nodes (after it failed on one of them)."""
         ...
 
     def config(self) -> ClusterConfig: ...

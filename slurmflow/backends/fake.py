@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from slurmflow import slurm_text
 from slurmflow.errors import SlurmError
@@ -71,8 +71,11 @@ class _Task:
     # Once Slurm finds a dependency unsatisfiable it remembers that: a requeued parent that later
     # succeeds does not revive the child; only a dependency update does (verified on 22.05 and 24.11).
     dep_failed: bool = False
-    gpu_ids: list[int] = field(default_factory=list)
-    script_path: str | None = None  # the GPU slots a running task holds (local backend)
+    gpu_ids: list[int] = field(default_factory=list)  # the GPU slots a running task holds (local backend)
+    script_path: str | None = None
+    # requeuehold (or --hold): never scheduled, dependency not judged, until released
+    held: bool = False
+    released: bool = False
 
     @property
     def gpus(self) -> int:
@@ -174,13 +177,19 @@ class FakeSlurm:
                 t.cancelled_by = self.user
         self._schedule()
 
-    def requeue(self, job_ids: Sequence[str], *, start_now: bool = False) -> None:
+    def requeue(self, job_ids: Sequence[str], *, start_now: bool = False, hold: bool = False) -> None:
         for t in self._select(job_ids):
             if t.state is JobState.PENDING:
                 raise SlurmError(["scontrol", "requeue"], 1, "", "Requested operation is presently disabled")
             self._requeue(t)
+            t.held = hold
             if start_now:
                 t.eligible = self.now
+        self._schedule()
+
+    def release(self, job_ids: Sequence[str]) -> None:
+        for t in self._select(job_ids):
+            t.held, t.released = False, True
         self._schedule()
 
     def update_dependency(self, job_id: str, dependency: Dependency | None) -> None:
@@ -192,6 +201,10 @@ class FakeSlurm:
             t.dep_failed = False
             t.reason = "None"
         self._schedule()
+
+    def exclude_nodes(self, job_id: str, nodes: Sequence[str]) -> None:
+        for t in self._select([job_id]):
+            t.spec = replace(t.spec, exclude=(*t.spec.exclude, *nodes))
 
     def config(self) -> ClusterConfig:
         return ClusterConfig("fake", self.max_array_size, 60000, 300)
@@ -314,6 +327,9 @@ class FakeSlurm:
     def _schedule(self) -> None:
         for t in sorted(self.tasks.values(), key=lambda x: (int(x.array_job_id or x.job_id), x.index or 0)):
             if t.state is not JobState.PENDING:
+                continue
+            if t.held or ("--hold" in t.spec.extra_args and not t.released):
+                t.reason = "JobHeldUser"
                 continue
             status = False if t.dep_failed else self._dep_status(t)
             if status is False:

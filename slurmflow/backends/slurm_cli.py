@@ -59,18 +59,25 @@ class SlurmCLI:
         if job_ids:
             self._run(["scancel", *job_ids])
 
-    def requeue(self, job_ids: Sequence[str], *, start_now: bool = False) -> None:
+    def requeue(self, job_ids: Sequence[str], *, start_now: bool = False, hold: bool = False) -> None:
         if not job_ids:
             return
-        self._run(["scontrol", "requeue", ",".join(job_ids)])
+        self._run(["scontrol", "requeuehold" if hold else "requeue", ",".join(job_ids)])
         if start_now:
             # The owner may move a pending job's begin time forward (verified on 24.11).
             for job_id in job_ids:
                 self._run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
 
+    def release(self, job_ids: Sequence[str]) -> None:
+        if job_ids:
+            self._run(["scontrol", "release", ",".join(job_ids)])
+
     def update_dependency(self, job_id: str, dependency: Dependency | None) -> None:
         value = sbatch.render_dependency(dependency) if dependency else ""
         self._run(["scontrol", "update", f"JobId={job_id}", f"Dependency={value}"])
+
+    def exclude_nodes(self, job_id: str, nodes: Sequence[str]) -> None:
+        self._run(["scontrol", "update", f"JobId={job_id}", "ExcNodeList=" + ",".join(nodes)])
 
     def config(self) -> ClusterConfig:
         return slurm_text.parse_config(self._run(["scontrol", "show", "config"]).stdout)

@@ -1,0 +1,69 @@
+"""(a task as Slurm reports it, the stage's retry policy, retries already done) -> what to do. Pure.
+
+Infrastructure failures (a node died, the job was preempted) are retried; a program's own failures
+are not, unless the stage lists their exit codes. A person's scancel is never undone, and a job
+pending on a quota reason is left alone: Slurm will run it when the quota allows.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from slurmflow.model import JobState, RetryPolicy
+
+INFRA = frozenset({JobState.NODE_FAIL, JobState.BOOT_FAIL, JobState.PREEMPTED})
+
+
+class Act(enum.Enum):
+    NONE = "none"  # running, pending, done, or not ours to touch
+    REQUEUE = "requeue"
+    GIVE_UP = "give_up"
+
+
+@dataclass(frozen=True)
+class Decision:
+    act: Act
+    why: str
+    exclude_node: str | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    state: JobState
+    exit_code: int | None = None
+    reason: str | None = None
+    nodes: str | None = None
+    cancelled_by: str | None = None
+
+
+def decide(task: Observed, retry: RetryPolicy, retries_done: int) -> Decision:
+    state = task.state
+    if not state.final or state is JobState.COMPLETED:
+        return Decision(Act.NONE, "not failed")
+    if state is JobState.CANCELLED:
+        if task.reason == "DependencyNeverSatisfied":
+            return Decision(Act.NONE, "cancelled because a dependency failed; revived if its parent is retried")
+        return Decision(Act.NONE, "cancelled by a person: never retried")
+    if state in INFRA:
+        if retries_done < retry.infra:
+            exclude = task.nodes if retry.exclude_failed_node and state is JobState.NODE_FAIL else None
+            return Decision(
+                Act.REQUEUE, f"{state.name}: infrastructure, retry {retries_done + 1} of {retry.infra}", exclude
+            )
+        return Decision(Act.GIVE_UP, f"{state.name}: {retry.infra} retries used")
+    if state is JobState.TIMEOUT:
+        if retries_done < retry.timeouts:
+            return Decision(Act.REQUEUE, f"TIMEOUT: retry {retries_done + 1} of {retry.timeouts}")
+        return Decision(Act.GIVE_UP, "TIMEOUT: the stage does not retry time limits (retry.timeouts)")
+    if state is JobState.FAILED and task.exit_code in retry.exit_codes:
+        if retries_done < retry.exit_retries:
+            return Decision(
+                Act.REQUEUE,
+                f"exit code {task.exit_code} is retryable: retry {retries_done + 1} of {retry.exit_retries}",
+            )
+        return Decision(Act.GIVE_UP, f"exit code {task.exit_code}: {retry.exit_retries} retries used")
+    if state is JobState.OUT_OF_MEMORY:
+        return Decision(Act.GIVE_UP, "OUT_OF_MEMORY: raise the stage's mem")
+    code = "" if task.exit_code is None else f" with exit code {task.exit_code}"
+    return Decision(Act.GIVE_UP, f"{state.name}{code}: the program's own failure is not retried (retry.exit_codes)")

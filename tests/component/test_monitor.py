@@ -1,0 +1,106 @@
+"""The monitor against the in-memory Slurm: retry by policy, revive dependents, leave the rest alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from slurmflow import planner
+from slurmflow.backends import FakeSlurm, Outcome
+from slurmflow.launch import context
+from slurmflow.model import DepKind, JobSpec, JobState, Resources, RetryPolicy, Stage, StageDep
+from slurmflow.monitor import tick
+from slurmflow.store import RunStore, plan_to_dict
+from slurmflow.submitter import submit
+
+
+def run(tmp: Path, fake: FakeSlurm, retry: RetryPolicy, requeue: bool | None = None) -> RunStore:
+    stages = {
+        "train": Stage("train", command="t", per_trial=True, resources=Resources(gpus=1), retry=retry, requeue=requeue),
+        "eval": Stage("eval", command="e", per_trial=True, deps=(StageDep(DepKind.AFTER_CORR, "train"),)),
+        "final": Stage("final", command="f", deps=(StageDep(DepKind.AFTER_OK, "train"),)),
+        "handler": Stage("handler", command="h", deps=(StageDep(DepKind.AFTER_NOT_OK, "train"),)),
+    }
+    plan = planner.plan("m", stages, 4, fake.cluster_info())
+    store = RunStore.create(tmp / "runs", "m-1")
+    store.write_json("plan.json", plan_to_dict(plan))
+    store.write_json("launch.json", {"python": "python3", "cwd": str(tmp), "config_name": "c", "base_overrides": []})
+    submit(plan, fake, store, context(store))
+    return store
+
+
+def states(fake: FakeSlurm) -> dict[str, JobState]:
+    return {f"{t.spec.name}:{t.index}": t.state for t in fake.tasks.values()}
+
+
+def flaky(spec: JobSpec, index: int | None, restarts: int) -> Outcome:
+    """Task 2 of train exits 75 on its first run, then succeeds."""
+    if spec.name.endswith(".train.0") and index == 2 and restarts == 0:
+        return Outcome(75, 2)
+    return Outcome(0, 2)
+
+
+def ids(store: RunStore) -> dict[str, str]:
+    return store.state().submitted
+
+
+def test_retryable_exit_code_is_retried_and_dependents_run(tmp_path: Path) -> None:
+    fake = FakeSlurm(program=flaky)
+    store = run(tmp_path, fake, RetryPolicy(exit_codes=(75,)))
+    j = ids(store)
+    fake.advance(5)
+    assert fake.tasks[f"{j['train.0']}_2"].state is JobState.FAILED
+    first = tick(store, fake)
+    assert [(a["event"], a["task"]) for a in first.actions][:1] == [("requeued", f"{j['train.0']}_2")]
+    rewired = {a["task"] for a in first.actions if a["event"] == "rewired"}
+    assert rewired == {f"{j['eval.0']}_2", j["final"]}  # the paired eval task and the after_ok fan-in only
+    for _ in range(30):
+        fake.advance(2)
+        if tick(store, fake).done:
+            break
+    got = states(fake)
+    assert all(s is JobState.COMPLETED for k, s in got.items() if "handler" not in k), got
+    # The failure handler already fired on the first failure (afternotok): that is Slurm's semantics.
+    assert fake.tasks[f"{j['train.0']}_2"].restarts == 1
+
+
+def test_program_failure_is_not_retried(tmp_path: Path) -> None:
+    fake = FakeSlurm(program=flaky)
+    store = run(tmp_path, fake, RetryPolicy())
+    j = ids(store)
+    fake.advance(5)
+    actions = tick(store, fake).actions
+    assert [(a["event"], a["task"]) for a in actions] == [("gave_up", f"{j['train.0']}_2")]
+    assert "not retried" in str(actions[0]["why"])
+    fake.advance(10)
+    assert tick(store, fake).actions == ()  # reported once
+    assert fake.tasks[f"{j['eval.0']}_2"].state is JobState.CANCELLED
+    assert fake.tasks[j["final"]].state is JobState.CANCELLED
+    assert fake.tasks[j["handler"]].state is JobState.COMPLETED  # the failure handler ran
+
+
+def test_node_failure_is_requeued_off_the_node(tmp_path: Path) -> None:
+    fake = FakeSlurm(program=lambda spec, index, restarts: Outcome(0, 20))
+    store = run(tmp_path, fake, RetryPolicy(), requeue=False)
+    train = ids(store)["train.0"]
+    fake.advance(1)
+    fake.stop_node("gpu1")
+    assert fake.tasks[f"{train}_0"].state is JobState.NODE_FAIL
+    actions = tick(store, fake).actions
+    requeued = [a for a in actions if a["event"] == "requeued"]
+    assert {a["task"] for a in requeued} == {f"{train}_{i}" for i in range(4)} and requeued[0]["exclude"] == "gpu1"
+    assert "gpu1" in fake.tasks[f"{train}_0"].spec.exclude
+    for _ in range(60):
+        fake.advance(5)
+        if tick(store, fake).done:
+            break
+    assert all(t.state is JobState.COMPLETED for t in fake.tasks.values() if "handler" not in t.spec.name)
+
+
+def test_cancelled_by_a_person_is_never_retried(tmp_path: Path) -> None:
+    fake = FakeSlurm(program=lambda spec, index, restarts: Outcome(0, 20))
+    store = run(tmp_path, fake, RetryPolicy(infra=5))
+    victim = f"{ids(store)['train.0']}_1"
+    fake.advance(1)
+    fake.cancel([victim])
+    actions = tick(store, fake).actions
+    assert fake.tasks[victim].state is JobState.CANCELLED and all(a["task"] != victim for a in actions)

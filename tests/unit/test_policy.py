@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+
+from slurmflow.model import JobState, RetryPolicy
+from slurmflow.policy import Act, Observed, decide
+
+DEFAULT = RetryPolicy()
+
+
+@pytest.mark.parametrize(
+    ("obs", "retry", "done", "act", "needle"),
+    [
+        (Observed(JobState.NODE_FAIL, 0, nodes="gpu2"), DEFAULT, 0, Act.REQUEUE, "infrastructure, retry 1 of 2"),
+        (Observed(JobState.NODE_FAIL, 0, nodes="gpu2"), DEFAULT, 2, Act.GIVE_UP, "2 retries used"),
+        (Observed(JobState.PREEMPTED), DEFAULT, 0, Act.REQUEUE, "PREEMPTED"),
+        (Observed(JobState.BOOT_FAIL), DEFAULT, 1, Act.REQUEUE, "retry 2 of 2"),
+        (Observed(JobState.TIMEOUT, 0), DEFAULT, 0, Act.GIVE_UP, "does not retry time limits"),
+        (Observed(JobState.TIMEOUT, 0), RetryPolicy(timeouts=3), 2, Act.REQUEUE, "retry 3 of 3"),
+        (Observed(JobState.FAILED, 1), DEFAULT, 0, Act.GIVE_UP, "exit code 1: the program's own failure"),
+        (Observed(JobState.FAILED, 75), RetryPolicy(exit_codes=(75,)), 0, Act.REQUEUE, "exit code 75 is retryable"),
+        (
+            Observed(JobState.FAILED, 75),
+            RetryPolicy(exit_codes=(75,), exit_retries=1),
+            1,
+            Act.GIVE_UP,
+            "1 retries used",
+        ),
+        (Observed(JobState.OUT_OF_MEMORY, 0), DEFAULT, 0, Act.GIVE_UP, "raise the stage's mem"),
+        (Observed(JobState.CANCELLED, cancelled_by="2001"), RetryPolicy(infra=9), 0, Act.NONE, "never retried"),
+        (Observed(JobState.CANCELLED, reason="DependencyNeverSatisfied"), DEFAULT, 0, Act.NONE, "revived if"),
+        (Observed(JobState.PENDING, reason="AssocGrpGRES"), DEFAULT, 0, Act.NONE, "not failed"),
+        (Observed(JobState.RUNNING), DEFAULT, 0, Act.NONE, "not failed"),
+        (Observed(JobState.COMPLETED, 0), DEFAULT, 0, Act.NONE, "not failed"),
+    ],
+)
+def test_decide(obs: Observed, retry: RetryPolicy, done: int, act: Act, needle: str) -> None:
+    d = decide(obs, retry, done)
+    assert d.act is act and needle in d.why
+
+
+def test_node_fail_excludes_the_node_unless_told_not_to() -> None:
+    assert decide(Observed(JobState.NODE_FAIL, nodes="gpu2"), DEFAULT, 0).exclude_node == "gpu2"
+    assert (
+        decide(Observed(JobState.NODE_FAIL, nodes="gpu2"), RetryPolicy(exclude_failed_node=False), 0).exclude_node
+        is None
+    )
+    assert decide(Observed(JobState.PREEMPTED, nodes="gpu2"), DEFAULT, 0).exclude_node is None
