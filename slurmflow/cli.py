@@ -208,6 +208,7 @@ def _campaign(store: RunStore, backend: SlurmCLI) -> CampaignStatus:
         now=time.time(),
         accounting_available=result.accounting_available if result else True,
         skipped=sorted(state.skipped),
+        actions=[e for e in events if e.get("event") in ("requeued", "rewired", "gave_up", "requeue_failed")],
     )
 
 
@@ -306,7 +307,10 @@ def cmd_monitor(args: argparse.Namespace, console: Console) -> int:
             continue
         for action in result.actions:
             line = f"{action['event']}: {action['task']} ({action['node']}): {action['why']}"
-            console.print(json.dumps(action) if args.json else line, highlight=False)
+            if args.json:
+                print(json.dumps(action), flush=True)
+            else:
+                console.print(line, highlight=False)
         if not result.accounting_available:
             console.print("[yellow]slurmdbd did not answer: acting on the controller's view only[/]")
         if args.once or result.done:

@@ -32,6 +32,11 @@ def _task_keys(node: JobNode, job_id: str) -> list[str]:
     return [f"{job_id}_{i}" for i in range(node.size)] if node.array else [job_id]
 
 
+def _index(task_key: str) -> int | None:
+    _, sep, idx = task_key.partition("_")
+    return int(idx) if sep else None
+
+
 def _stuck(info: JobInfo | None) -> bool:
     return (
         info is not None
@@ -75,6 +80,7 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
     events = store.events()
     retries = Counter(str(ev["task"]) for ev in events if ev.get("event") == "requeued")
     reported = {str(ev["task"]) for ev in events if ev.get("event") == "gave_up"}
+    released = {str(ev["marker"]) for ev in events if ev.get("event") == "released"}
     actions: list[dict[str, object]] = []
 
     def record(event: dict[str, object]) -> None:
@@ -82,7 +88,29 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
         store.append(event)
         actions.append(event)
 
-    revived: dict[str, set[int | None]] = {}  # node key -> task indices requeued or rewired this tick
+    # Retries so far per (node, task index), from the run's history and this tick: a dependent that
+    # Slurm cancels a moment after its parent failed is revived on a later tick, and at most once
+    # per retry of the parents it depends on (a parent that gives up leaves it cancelled).
+    retried: Counter[tuple[str, int | None]] = Counter()
+    rewires: Counter[str] = Counter()
+    for ev in events:
+        if ev.get("event") in ("requeued", "rewired"):
+            retried[(str(ev["node"]), _index(str(ev["task"])))] += 1
+        if ev.get("event") == "rewired":
+            rewires[str(ev["task"])] += 1
+
+    def parent_retries(node: JobNode, index: int | None) -> tuple[int, list[str]]:
+        count, parents = 0, []
+        for e in node.edges:
+            if e.kind is DepKind.AFTER_CORR and index is not None:
+                n = retried[(e.parent, index)]
+            else:
+                n = sum(v for (k, _), v in retried.items() if k == e.parent)
+            if n:
+                count += n
+                parents.append(e.parent)
+        return count, parents
+
     for node in plan.nodes:
         job_id = state.submitted.get(node.key)
         if job_id is None:
@@ -92,13 +120,9 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
             info = jobs.get(key)
             if info is None:
                 continue
-            if _stuck(info) and any(e.parent in revived for e in node.edges):
-                relevant = [
-                    e
-                    for e in node.edges
-                    if e.parent in revived and (e.kind is not DepKind.AFTER_CORR or index in revived[e.parent])
-                ]
-                if relevant:
+            if _stuck(info):
+                count, parents = parent_retries(node, index)
+                if count > rewires[key]:
                     dependency = _rewired_dependency(plan, node, index, state.submitted, jobs)
                     if info.state is JobState.CANCELLED:
                         # Held, so Slurm cannot judge the old dependency again before it is replaced.
@@ -107,17 +131,42 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
                         backend.release([key])
                     else:
                         backend.update_dependency(key, dependency)
-                    revived.setdefault(node.key, set()).add(index)
+                    rewires[key] += 1
+                    retried[(node.key, index)] += 1  # so that its own cancelled dependents are revived too
                     record(
                         {
                             "event": "rewired",
                             "task": key,
                             "node": node.key,
-                            "why": f"its parent {', '.join(e.parent for e in relevant)} was retried",
+                            "why": f"its parent {', '.join(parents)} was retried",
                         }
                     )
                     continue
-            obs = policy.Observed(info.state, info.exit_code, info.reason, info.nodes, info.cancelled_by)
+            if info.state is JobState.PENDING and info.reason == "BeginTime" and (info.restarts or 0) > 0:
+                marker = f"{key}#{info.restarts}"
+                if marker not in released:
+                    # Slurm requeued it itself (a node failed under it) and holds it ~120 s; the node
+                    # is gone, so let it start elsewhere now. Once per restart.
+                    backend.update_begin_now(key)
+                    released.add(marker)
+                    record(
+                        {
+                            "event": "released",
+                            "task": key,
+                            "node": node.key,
+                            "marker": marker,
+                            "why": f"Slurm requeued it (restart {info.restarts}); its 2-minute hold was lifted",
+                        }
+                    )
+                continue
+            obs = policy.Observed(
+                info.state,
+                info.exit_code,
+                info.reason,
+                info.nodes,
+                info.cancelled_by,
+                requeueable=plan.stages[node.stage].requeue is not False,
+            )
             decision = policy.decide(obs, retry, retries[key])
             if decision.act is policy.Act.REQUEUE:
                 try:
@@ -127,7 +176,7 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
                 except SlurmError as exc:
                     record({"event": "requeue_failed", "task": key, "node": node.key, "why": str(exc)})
                     continue
-                revived.setdefault(node.key, set()).add(index)
+                retried[(node.key, index)] += 1
                 record(
                     {
                         "event": "requeued",

@@ -35,9 +35,20 @@ class Observed:
     reason: str | None = None
     nodes: str | None = None
     cancelled_by: str | None = None
+    requeueable: bool = True  # False for jobs submitted --no-requeue (the stage's requeue: false)
 
 
 def decide(task: Observed, retry: RetryPolicy, retries_done: int) -> Decision:
+    decision = _decide(task, retry, retries_done)
+    if decision.act is Act.REQUEUE and not task.requeueable:
+        # Slurm refuses to requeue a --no-requeue job, and a finished job cannot be changed.
+        return Decision(
+            Act.GIVE_UP, decision.why.split(":")[0] + ": the stage sets requeue: false, so it cannot be retried"
+        )
+    return decision
+
+
+def _decide(task: Observed, retry: RetryPolicy, retries_done: int) -> Decision:
     state = task.state
     if not state.final or state is JobState.COMPLETED:
         return Decision(Act.NONE, "not failed")

@@ -81,6 +81,7 @@ class CampaignStatus:
     skipped: tuple[str, ...] = ()
     done: bool = False
     notes: tuple[str, ...] = field(default=())
+    actions: tuple[Mapping[str, object], ...] = ()  # what the monitor did (requeued, rewired, gave_up)
 
 
 def summarise(
@@ -94,6 +95,7 @@ def summarise(
     now: float,
     accounting_available: bool = True,
     skipped: Sequence[str] = (),
+    actions: Sequence[Mapping[str, object]] = (),
 ) -> CampaignStatus:
     by_id = {j.job_id: j for j in jobs}
     rows: list[TaskRow] = []
@@ -154,6 +156,7 @@ def summarise(
         skipped=tuple(skipped),
         done=bool(rows) and all(r.state.final for r in rows if r.job_id != "-"),
         notes=tuple(notes),
+        actions=tuple(actions),
     )
 
 
@@ -167,6 +170,7 @@ def to_dict(status: CampaignStatus, *, tasks: bool = False) -> dict[str, object]
         "not_submitted": list(status.not_submitted),
         "skipped": list(status.skipped),
         "notes": list(status.notes),
+        "actions": [dict(a) for a in status.actions],
         "stages": [
             {
                 "stage": s.stage,

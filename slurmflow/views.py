@@ -190,6 +190,13 @@ def status_view(st: CampaignStatus, *, tasks: bool = False) -> Group:
                 str(r.restarts),
             )
         parts.append(tt)
+    if st.actions:
+        at = Table(title="monitor actions (latest last)")
+        for col in ("action", "task", "why"):
+            at.add_column(col)
+        for a in st.actions[-10:]:
+            at.add_row(str(a.get("event")), str(a.get("task")), str(a.get("why")))
+        parts.append(at)
     footer = f"elapsed {_duration(st.elapsed_s)}"
     if not st.done:
         footer += f", about {_duration(st.remaining_s)} left at the current pace"

@@ -28,6 +28,10 @@ class Backend(Protocol):
 
     def release(self, job_ids: Sequence[str]) -> None: ...
 
+    def update_begin_now(self, job_id: str) -> None:
+        """Let a pending job start now (lift a BeginTime hold, e.g. the one after a requeue)."""
+        ...
+
     def update_dependency(self, job_id: str, dependency: Dependency | None) -> None:
         """Replace a pending job's dependency (None clears it). This is how a child left with
         DependencyNeverSatisfied is revived once its requeued parent can succeed."""

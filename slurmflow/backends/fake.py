@@ -187,6 +187,11 @@ class FakeSlurm:
                 t.eligible = self.now
         self._schedule()
 
+    def update_begin_now(self, job_id: str) -> None:
+        for t in self._select([job_id]):
+            t.eligible = self.now
+        self._schedule()
+
     def release(self, job_ids: Sequence[str]) -> None:
         for t in self._select(job_ids):
             t.held, t.released = False, True

@@ -64,9 +64,12 @@ class SlurmCLI:
             return
         self._run(["scontrol", "requeuehold" if hold else "requeue", ",".join(job_ids)])
         if start_now:
-            # The owner may move a pending job's begin time forward (verified on 24.11).
             for job_id in job_ids:
-                self._run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
+                self.update_begin_now(job_id)
+
+    def update_begin_now(self, job_id: str) -> None:
+        # The owner may move a pending job's begin time forward (verified on 24.11).
+        self._run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
 
     def release(self, job_ids: Sequence[str]) -> None:
         if job_ids:

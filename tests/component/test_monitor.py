@@ -78,22 +78,31 @@ def test_program_failure_is_not_retried(tmp_path: Path) -> None:
     assert fake.tasks[j["handler"]].state is JobState.COMPLETED  # the failure handler ran
 
 
-def test_node_failure_is_requeued_off_the_node(tmp_path: Path) -> None:
+def test_node_failure_requeued_by_slurm_starts_without_the_two_minute_hold(tmp_path: Path) -> None:
     fake = FakeSlurm(program=lambda spec, index, restarts: Outcome(0, 20))
-    store = run(tmp_path, fake, RetryPolicy(), requeue=False)
+    store = run(tmp_path, fake, RetryPolicy())
     train = ids(store)["train.0"]
     fake.advance(1)
-    fake.stop_node("gpu1")
-    assert fake.tasks[f"{train}_0"].state is JobState.NODE_FAIL
-    actions = tick(store, fake).actions
-    requeued = [a for a in actions if a["event"] == "requeued"]
-    assert {a["task"] for a in requeued} == {f"{train}_{i}" for i in range(4)} and requeued[0]["exclude"] == "gpu1"
-    assert "gpu1" in fake.tasks[f"{train}_0"].spec.exclude
-    for _ in range(60):
+    fake.stop_node("gpu1")  # requeue allowed: Slurm puts the tasks back itself, held ~120 s
+    assert fake.tasks[f"{train}_0"].state is JobState.PENDING and fake.tasks[f"{train}_0"].reason == "BeginTime"
+    released = [a for a in tick(store, fake).actions if a["event"] == "released"]
+    assert {a["task"] for a in released} == {f"{train}_{i}" for i in range(4)}
+    assert not [a for a in tick(store, fake).actions if a["event"] == "released"]  # once per restart
+    for _ in range(30):
         fake.advance(5)
         if tick(store, fake).done:
             break
+    assert fake.now < 120  # well before the hold would have ended
     assert all(t.state is JobState.COMPLETED for t in fake.tasks.values() if "handler" not in t.spec.name)
+
+
+def test_no_requeue_stage_is_given_up_with_the_reason(tmp_path: Path) -> None:
+    fake = FakeSlurm(program=lambda spec, index, restarts: Outcome(0, 20))
+    store = run(tmp_path, fake, RetryPolicy(), requeue=False)
+    fake.advance(1)
+    fake.stop_node("gpu1")
+    actions = tick(store, fake).actions
+    assert {a["event"] for a in actions} == {"gave_up"} and "requeue: false" in str(actions[0]["why"])
 
 
 def test_cancelled_by_a_person_is_never_retried(tmp_path: Path) -> None:

@@ -46,3 +46,8 @@ def test_node_fail_excludes_the_node_unless_told_not_to() -> None:
         is None
     )
     assert decide(Observed(JobState.PREEMPTED, nodes="gpu2"), DEFAULT, 0).exclude_node is None
+
+
+def test_no_requeue_jobs_are_given_up_not_requeued() -> None:
+    d = decide(Observed(JobState.NODE_FAIL, requeueable=False), DEFAULT, 0)
+    assert d.act is Act.GIVE_UP and "requeue: false" in d.why
