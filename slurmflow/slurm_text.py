@@ -367,7 +367,13 @@ _UNAVAILABLE = (
 )
 _AMBIGUOUS = ("socket timed out", "zero bytes were transmitted or received")
 _POLICY = ("violates accounting/qos policy", "qosmaxsubmitjob", "assocmaxsubmitjob", "job violates")
-_DBD = ("slurmdbd", "_open_persist_conn", "persistent connection", "dbd_get_jobs_cond")
+_DBD = (
+    "slurmdbd",
+    "_open_persist_conn",
+    "persistent connection",
+    "dbd_get_jobs_cond",
+    "problem talking to the database",
+)
 
 
 def classify(err: CommandError) -> CommandError:
@@ -375,14 +381,15 @@ def classify(err: CommandError) -> CommandError:
     text = (err.stderr + "\n" + err.stdout).lower()
     prog = err.argv[0] if err.argv else ""
     cls: type[SlurmError] | None = None
-    if any(s in text for s in _AMBIGUOUS):
+    # slurmdbd's messages first: "Connection refused" from the database must not read as the controller.
+    if any(s in text for s in _DBD) or ("sacct" in err.argv and "error" in text and "connect" in text):
+        cls = AccountingUnavailable
+    elif any(s in text for s in _AMBIGUOUS):
         cls = SubmissionAmbiguous
     elif any(s in text for s in _UNAVAILABLE):
         cls = ControllerUnavailable
     elif any(s in text for s in _POLICY):
         cls = PolicyViolation
-    elif any(s in text for s in _DBD) or ("sacct" in err.argv and "error" in text and "connect" in text):
-        cls = AccountingUnavailable
     elif prog:
         cls = SlurmError
     if cls is None:

@@ -195,6 +195,7 @@ def test_parse_sinfo() -> None:
             "sacct: error: _open_persist_conn: failed to open persistent connection to host:localhost:6819",
             AccountingUnavailable,
         ),
+        ("sacct: error: Problem talking to the database: Connection refused", AccountingUnavailable),
     ],
 )
 def test_classify(stderr: str, cls: type[CommandError]) -> None:

@@ -1,0 +1,98 @@
+"""Controller faults in the middle of a campaign: slurmdbd stopped, slurmctld restarted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from slurmflow.model import JobState
+from tests.integration.test_launch import count_jobs_by_name, launch_json, slurmflow, wait_final, workdir
+from tests.integration.test_monitor import FLAKY
+
+pytestmark = pytest.mark.integration
+__all__ = ["workdir"]  # the fixture, shared with test_launch
+
+
+def daemon(container: str, action: str, name: str) -> None:
+    subprocess.run(["docker", "exec", container, "cluster-daemon", action, name], check=True, timeout=120)
+
+
+def test_status_without_slurmdbd_degrades_and_marks_nothing_failed(mini_cluster: str, workdir: Path) -> None:
+    (workdir / "configs" / "experiment" / "flaky.yaml").write_text(FLAKY)
+    doc = launch_json(mini_cluster, workdir, "experiment=flaky", "fail_code=0", "sleep=3")
+    run_id = str(doc["run_id"])
+    daemon(mini_cluster, "stop", "slurmdbd")
+    try:
+        done = slurmflow(mini_cluster, workdir, "status", run_id, "--runs-dir", "runs", "--json")
+        assert done.returncode == 0, done.stderr
+        st = json.loads(done.stdout)
+        assert st["accounting_available"] is False and "slurmdbd did not answer" in st["notes"][0]
+        for stage in st["stages"]:
+            assert not stage["failures"], stage  # nothing is marked failed for want of accounting
+            assert sum(stage["counts"].values()) == stage["tasks"]
+        text = slurmflow(mini_cluster, workdir, "status", run_id, "--runs-dir", "runs").stdout
+        assert "slurmdbd did not answer" in text
+        tick = slurmflow(mini_cluster, workdir, "monitor", run_id, "--runs-dir", "runs", "--once", "--json")
+        assert tick.returncode == 0 and not tick.stdout.strip()  # and the monitor takes no action on it
+    finally:
+        daemon(mini_cluster, "start", "slurmdbd")
+    jobs = wait_final(mini_cluster, list(doc["nodes"].values()))
+    assert sum(j.state is JobState.COMPLETED for j in jobs.values()) == 9  # 4 train, 4 eval, final
+
+
+def test_controller_restart_mid_campaign_loses_nothing_and_submits_nothing_twice(
+    mini_cluster: str, workdir: Path
+) -> None:
+    (workdir / "configs" / "experiment" / "flaky.yaml").write_text(FLAKY)
+    doc = launch_json(mini_cluster, workdir, "experiment=flaky", "fail_code=0", "sleep=8")
+    run_id, nodes = str(doc["run_id"]), doc["nodes"]
+    # The monitor loop runs through the restart (it retries while the controller is away).
+    monitor = subprocess.Popen(
+        [
+            "docker",
+            "exec",
+            "-u",
+            "alice",
+            "-w",
+            str(workdir),
+            mini_cluster,
+            "slurmflow",
+            "monitor",
+            run_id,
+            "--runs-dir",
+            "runs",
+            "--interval",
+            "2",
+            "--max-interval",
+            "4",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(monitor.stdout or []), daemon=True)
+    reader.start()
+    time.sleep(3)
+    daemon(mini_cluster, "stop", "slurmctld")
+    time.sleep(12)  # the controller is away while tasks run and finish
+    daemon(mini_cluster, "start", "slurmctld")
+    try:
+        monitor.wait(timeout=240)
+    finally:
+        monitor.kill()
+    reader.join(5)
+    text = "".join(output)
+    assert monitor.returncode == 0, text
+    assert "controller unavailable" in text and "every job has ended" in text
+    jobs = wait_final(mini_cluster, list(nodes.values()))
+    assert sum(j.state is JobState.COMPLETED for j in jobs.values()) == 9, jobs
+    counts = count_jobs_by_name(mini_cluster, run_id)
+    assert set(counts.values()) == {1} and len(counts) == 4  # each submission exactly once
+    events = [json.loads(line) for line in (Path(str(doc["run_dir"])) / "events.jsonl").read_text().splitlines()]
+    assert not [e for e in events if e["event"] in ("requeued", "gave_up")]  # no false failures
