@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import signal
+import sys
 import time
 
 from common import dataset_path, read_json, trial_dir, write_json
@@ -33,7 +35,19 @@ def loss_and_accuracy(w: list[float], points: list[list[float]]) -> tuple[float,
     return loss / len(points), correct / len(points)
 
 
+# Exit status after saving on a checkpoint signal: the task wrapper requeues the task.
+EXIT_CHECKPOINTED = 99
+stop_requested: list[int] = []
+
+
+def request_stop(signum: int, _frame: object) -> None:
+    """Slurm's warning (--signal) or a cancel: finish the epoch, save, exit."""
+    stop_requested.append(signum)
+
+
 def main() -> None:
+    for sig in (signal.SIGUSR1, signal.SIGTERM):
+        signal.signal(sig, request_stop)
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--lr", type=float, required=True)
     ap.add_argument("--seed", type=int, required=True)
@@ -70,6 +84,9 @@ def main() -> None:
         )
         if args.sleep:
             time.sleep(args.sleep)
+        if stop_requested and epoch + 1 < args.epochs:
+            print(f"checkpoint saved at epoch {epoch + 1}; stopping on signal {stop_requested[0]}", flush=True)
+            sys.exit(EXIT_CHECKPOINTED)
     write_json(trial_dir() / "metrics.json", {"lr": args.lr, "seed": args.seed, "epochs": args.epochs, **history[-1]})
     print(f"lr={args.lr} seed={args.seed}: train loss {history[-1]['loss']:.4f} accuracy {history[-1]['accuracy']:.3f}")
 

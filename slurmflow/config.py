@@ -25,7 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from slurmflow.errors import UsageError
-from slurmflow.model import DepKind, Resources, RetryPolicy, Stage, StageDep
+from slurmflow.model import Checkpoint, DepKind, Resources, RetryPolicy, Stage, StageDep
 from slurmflow.sweep import Axis
 
 DEP_FIELDS = {
@@ -43,6 +43,7 @@ STAGE_FIELDS = {
     "max_parallel",
     "requeue",
     "retry",
+    "checkpoint",
     *DEP_FIELDS,
 }
 RETRY_FIELDS = {"infra", "exclude_failed_node", "exit_codes", "exit_retries", "timeouts"}
@@ -241,6 +242,33 @@ def _retry(raw: object, where: str) -> RetryPolicy:
     return RetryPolicy(**out)
 
 
+CHECKPOINT_FIELDS = {"signal", "seconds", "grace", "max_restarts"}
+CHECKPOINT_SIGNALS = ("USR1", "USR2", "TERM", "INT", "HUP")
+
+
+def _checkpoint(raw: object, where: str) -> Checkpoint | None:
+    if raw is None or raw is False:
+        return None
+    if raw is True:
+        return Checkpoint()
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where}: expected true or a mapping of {', '.join(sorted(CHECKPOINT_FIELDS))}")
+    unknown = sorted(set(raw) - CHECKPOINT_FIELDS)
+    if unknown:
+        raise UsageError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(CHECKPOINT_FIELDS))})")
+    sig = str(raw.get("signal", "USR1")).upper().removeprefix("SIG")
+    if sig not in CHECKPOINT_SIGNALS:
+        raise UsageError(f"{where}.signal: {sig!r} is not one of {', '.join(CHECKPOINT_SIGNALS)}")
+    out: dict[str, Any] = {"signal": sig}
+    for key, top in (("seconds", 65535), ("grace", 3600), ("max_restarts", 100)):
+        if key in raw:
+            value = raw[key]
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
+                raise UsageError(f"{where}.{key}: {value!r} must be a whole number from 0 to {top}")
+            out[key] = value
+    return Checkpoint(**out)
+
+
 def parse_stage(name: str, raw: object) -> Stage:
     where = f"stages.{name}"
     if not _STAGE_NAME.match(name):
@@ -281,6 +309,7 @@ def parse_stage(name: str, raw: object) -> Stage:
         max_parallel=max_parallel,
         requeue=raw.get("requeue"),
         retry=_retry(raw.get("retry"), f"{where}.retry"),
+        checkpoint=_checkpoint(raw.get("checkpoint"), f"{where}.checkpoint"),
     )
 
 

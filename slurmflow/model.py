@@ -222,6 +222,18 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class Checkpoint:
+    """A stage that can checkpoint: Slurm sends `signal` `seconds` before the time limit
+    (--signal=B:<signal>@<seconds>); the task forwards it, gives the command `grace` seconds to
+    save, and requeues itself while its restart count is under `max_restarts`."""
+
+    signal: str = "USR1"
+    seconds: int = 120
+    grace: int = 60
+    max_restarts: int = 3
+
+
+@dataclass(frozen=True)
 class Stage:
     """One step of an experiment: a command or a Python callable, once or once per trial."""
 
@@ -235,6 +247,7 @@ class Stage:
     max_parallel: int | None = None  # campaign-wide cap on running tasks of this stage
     requeue: bool | None = None
     retry: RetryPolicy = RetryPolicy()
+    checkpoint: Checkpoint | None = None
 
 
 @dataclass(frozen=True)

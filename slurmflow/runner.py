@@ -131,28 +131,45 @@ class FunctionRunner:
         return done
 
 
+@dataclass
+class Child:
+    """A job's own command, running; what the task wrapper needs to forward signals and wait."""
+
+    proc: subprocess.Popen[bytes]
+    received: list[int] = field(default_factory=list)
+
+    def wait(self) -> int:
+        code = self.proc.wait()
+        return 128 - code if code < 0 else code
+
+
 def run_child(
     argv: Sequence[str],
     *,
     cwd: str | None = None,
     env: Mapping[str, str] | None = None,
     forward: Sequence[int] = (),
-) -> int:
-    """Run a job's own command in the foreground, its output going straight to ours (Slurm's log),
-    forwarding the given signals to it, and return its exit status (128 + N if killed by signal N)."""
+    on_signal: Callable[[Child, int], None] | None = None,
+) -> Child:
+    """Start a job's own command in the foreground (its output goes straight to Slurm's log) and
+    forward the given signals to it, recording them; `on_signal` runs after each forward.
+    Call `.wait()` for its exit status (128 + N if killed by signal N)."""
     import signal
 
     items = _check_argv(argv)
     try:
-        child = subprocess.Popen(items, cwd=cwd, env=None if env is None else dict(env))
+        proc = subprocess.Popen(items, cwd=cwd, env=None if env is None else dict(env))
     except FileNotFoundError as exc:
         raise CommandNotFound(items, None, "", str(exc), note=f"{items[0]} not found on PATH") from exc
-    previous = {}
+    child = Child(proc)
+
+    def handler(signum: int, _frame: object) -> None:
+        child.received.append(signum)
+        if proc.poll() is None:
+            proc.send_signal(signum)
+        if on_signal is not None:
+            on_signal(child, signum)
+
     for sig in forward:
-        previous[sig] = signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
-    try:
-        code = child.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 128 - code if code < 0 else code
+        signal.signal(sig, handler)
+    return child

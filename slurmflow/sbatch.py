@@ -159,5 +159,8 @@ def node_spec(
         output=log,
         chdir=chdir,
         constraint=res.constraint,
-        extra_args=res.extra,
+        # A requeued task writes to the same log: keep what earlier attempts wrote.
+        extra_args=("--open-mode=append", *res.extra),
+        # B: the warning goes to the batch shell only, which is the task wrapper (the script execs it).
+        signal=f"B:{stage.checkpoint.signal}@{stage.checkpoint.seconds}" if stage.checkpoint else None,
     )

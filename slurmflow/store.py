@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from slurmflow.errors import UsageError
-from slurmflow.model import DepKind, Edge, JobNode, Plan, Resources, RetryPolicy, Stage, StageDep, Trial
+from slurmflow.model import Checkpoint, DepKind, Edge, JobNode, Plan, Resources, RetryPolicy, Stage, StageDep, Trial
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
@@ -45,6 +45,7 @@ def plan_from_dict(doc: Mapping[str, Any]) -> Plan:
                 "deps": tuple(StageDep(DepKind(d["kind"]), d["stage"]) for d in s["deps"]),
                 "resources": Resources(**{**s["resources"], "extra": tuple(s["resources"]["extra"])}),
                 "retry": RetryPolicy(**{**s["retry"], "exit_codes": tuple(s["retry"]["exit_codes"])}),
+                "checkpoint": Checkpoint(**s["checkpoint"]) if s.get("checkpoint") else None,
             }
         )
         for name, s in doc["stages"].items()

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from slurmflow import config
 from slurmflow.errors import SlurmflowError
 from slurmflow.model import Stage
-from slurmflow.runner import run_child
+from slurmflow.runner import Child, SubprocessRunner, run_child
 from slurmflow.store import RunStore
 
 
@@ -74,6 +75,7 @@ def prepare(store: RunStore, key: str, array_index: int | None) -> Prepared:
         SLURMFLOW_STAGE=stage.name,
         SLURMFLOW_CONFIG=str(cfg_path),
         SLURMFLOW_WORKDIR=str(workdir),
+        SLURMFLOW_CHECKPOINT_DIR=str(workdir),
     )
     status: dict[str, object] = {
         "stage": stage.name,
@@ -137,13 +139,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         if p.stage.command is None:
             raise SlurmflowError(f"stage {p.stage.name} has no command")
         words = config.command_argv(p.stage.command, p.cfg)
-        # SIGTERM (scancel, time limit) and SIGUSR1 (--signal warnings) reach the command too.
-        code = run_child(words, cwd=p.cwd, env=p.env, forward=(signal.SIGTERM, signal.SIGUSR1, signal.SIGINT))
+        code, requeued = _run_command(p, words)
     except SlurmflowError as exc:
         print(f"slurmflow task: {exc}", file=sys.stderr)
-        code = 2
+        code, requeued = 2, False
+    if requeued:
+        p.status.update(state="requeued", exit_code=code, ended=time.time())
+        _write_status(p.status_path, p.status)
+        return 0
     _finish(p, code)
     return code
+
+
+def _run_command(p: Prepared, words: list[str]) -> tuple[int, bool]:
+    """Run the stage command; on the checkpoint signal, forward it, allow `grace` seconds, then
+    requeue this very task (same job id: its dependents stay intact) while restarts remain."""
+    cp = p.stage.checkpoint
+    cp_signal = getattr(signal, f"SIG{cp.signal}") if cp else None
+    # SIGTERM (scancel, time limit) and SIGUSR1 (--signal warnings) reach the command too.
+    forward = {signal.SIGTERM, signal.SIGUSR1, signal.SIGINT} | ({cp_signal} if cp_signal else set())
+
+    def on_signal(child: Child, signum: int) -> None:
+        if cp is not None and signum == cp_signal:
+            print(f"slurmflow task: {signal.Signals(signum).name}: checkpointing, {cp.grace} s grace", file=sys.stderr)
+
+            def stop_if_running() -> None:
+                if child.proc.poll() is None:
+                    child.proc.terminate()
+
+            timer = threading.Timer(cp.grace, stop_if_running)
+            timer.daemon = True
+            timer.start()
+
+    child = run_child(words, cwd=p.cwd, env=p.env, forward=sorted(forward), on_signal=on_signal)
+    code = child.wait()
+    if cp is None or cp_signal not in child.received:
+        return code, False
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    if restarts >= cp.max_restarts:
+        print(f"slurmflow task: {restarts} restarts used (max_restarts): not requeued", file=sys.stderr)
+        return code, False
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    me = f"{array_job}_{task}" if array_job and task else os.environ.get("SLURM_JOB_ID", "")
+    SubprocessRunner(timeout=60).run(["scontrol", "requeue", me])
+    print(f"slurmflow task: requeued {me} (restart {restarts + 1} of {cp.max_restarts})", file=sys.stderr)
+    return code, True
 
 
 if __name__ == "__main__":

@@ -125,3 +125,26 @@ def test_missing_config_dir_and_name(tmp_path: Path, cfgdir: Path) -> None:
 )
 def test_slurm_time(text: str, want: str) -> None:
     assert config.slurm_time(text, "t") == want
+
+
+def test_checkpoint_and_retry_blocks(cfgdir: Path) -> None:
+    exp = config.load(cfgdir, "config", [])
+    cp = exp.stages["train"].checkpoint
+    assert cp is not None and (cp.signal, cp.seconds, cp.grace, cp.max_restarts) == ("USR1", 120, 60, 3)
+    assert exp.stages["train"].retry.infra == 2 and exp.stages["eval"].checkpoint is None
+    exp = config.load(cfgdir, "config", ["~stages.train.checkpoint", "+stages.eval.retry={exit_codes: [75]}"])
+    assert exp.stages["train"].checkpoint is None and exp.stages["eval"].retry.exit_codes == (75,)
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("stages.train.checkpoint.signal=KILL", "is not one of USR1"),
+        ("stages.train.checkpoint.seconds=-1", "must be a whole number"),
+        ("+stages.train.retry.exit_codes=[0]", "exit codes from 1 to 255"),
+        ("+stages.train.retry.forever=1", "unknown field 'forever'"),
+    ],
+)
+def test_bad_checkpoint_and_retry(cfgdir: Path, override: str, needle: str) -> None:
+    with pytest.raises(UsageError, match=needle):
+        config.load(cfgdir, "config", [override])

@@ -143,3 +143,24 @@ def test_callable_stage_parameters_for_submitit() -> None:
         "hold": True,
     }
     assert params["job_name"] == "sf.r.score.0" and params["use_srun"] is False
+
+
+def test_node_spec_signal_and_appended_logs() -> None:
+    from slurmflow.model import Checkpoint, JobNode, Stage
+
+    stage = Stage("train", command="x", per_trial=True, checkpoint=Checkpoint(signal="USR2", seconds=90))
+    spec = sbatch.node_spec(
+        JobNode("train.0", "train", size=4, array=True),
+        stage,
+        {},
+        run_id="r",
+        script="true",
+        logs_dir="/r/logs",
+        chdir="/p",
+    )
+    argv = sbatch.argv(spec)
+    assert "--signal=B:USR2@90" in argv and "--open-mode=append" in argv and "--output=/r/logs/train.0/%a.out" in argv
+    plain = sbatch.node_spec(
+        JobNode("p", "p"), Stage("p", command="x"), {}, run_id="r", script="true", logs_dir="/r/logs", chdir="/p"
+    )
+    assert plain.signal is None and plain.output == "/r/logs/p/job.out"

@@ -1,0 +1,89 @@
+"""Time limits on the mini cluster: with checkpointing a task saves, requeues itself and resumes to the
+same result as an uninterrupted run; without it, the TIMEOUT is reported and not retried."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from slurmflow.model import JobState
+from tests.integration.test_launch import backend, launch_json, slurmflow, workdir
+from tests.integration.test_monitor import monitor_until_done
+
+pytestmark = pytest.mark.integration
+__all__ = ["workdir"]  # the fixture, shared with test_launch
+
+ONE_TRIAL = [
+    "seed=range(1)",
+    "model.lr=0.1",
+    "model.epochs=24",
+    "model.epoch_sleep=1",
+    "stages.train.resources.time=1m",
+]
+
+
+def test_checkpointed_task_resumes_to_the_same_result_and_timeout_is_not_retried(
+    mini_cluster: str, workdir: Path
+) -> None:
+    ckpt = launch_json(
+        mini_cluster, workdir, *ONE_TRIAL, "stages.train.checkpoint.seconds=50", "stages.train.checkpoint.grace=20"
+    )
+    plain = launch_json(mini_cluster, workdir, *ONE_TRIAL, "model.epochs=500", "~stages.train.checkpoint")
+    ckpt_actions = monitor_until_done(mini_cluster, workdir, str(ckpt["run_id"]), timeout=400)
+    plain_actions = monitor_until_done(mini_cluster, workdir, str(plain["run_id"]), timeout=300)
+
+    task = f"{ckpt['nodes']['train.0']}_0"
+    info = backend(mini_cluster).query([task]).by_id()[task]
+    assert info.state is JobState.COMPLETED and (info.restarts or 0) >= 1, info
+    assert any(a["event"] == "released" and a["task"] == task for a in ckpt_actions)  # hold lifted, same id
+    run_dir = Path(str(ckpt["run_dir"]))
+    (trial,) = (run_dir / "trials").iterdir()
+    log = (run_dir / "logs" / "train.0" / "0.out").read_text()
+    assert "resumed from epoch" in log and "checkpoint saved at epoch" in log
+    got = json.loads((trial / "metrics.json").read_text())
+
+    # The same training, uninterrupted, from the same data.
+    ref_dir = workdir / "reference"
+    ref = subprocess.run(
+        [
+            "docker",
+            "exec",
+            "-u",
+            "alice",
+            "-w",
+            str(workdir),
+            "--env",
+            f"SLURMFLOW_RUN_DIR={run_dir}",
+            "--env",
+            f"SLURMFLOW_TRIAL_DIR={ref_dir}",
+            mini_cluster,
+            "/opt/slurmflow/venv/bin/python",
+            "jobs/train.py",
+            "--lr",
+            "0.1",
+            "--seed",
+            "0",
+            "--epochs",
+            "24",
+            "--l2",
+            "0.0001",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ref.returncode == 0, ref.stderr
+    assert got == json.loads((ref_dir / "metrics.json").read_text())
+
+    timed_out = f"{plain['nodes']['train.0']}_0"
+    assert backend(mini_cluster).query([timed_out]).by_id()[timed_out].state is JobState.TIMEOUT
+    assert [(a["event"], a["task"]) for a in plain_actions] == [("gave_up", timed_out)]
+    assert "does not retry time limits" in plain_actions[0]["why"]
+    st = json.loads(
+        slurmflow(mini_cluster, workdir, "status", str(plain["run_id"]), "--runs-dir", "runs", "--json").stdout
+    )
+    train = next(s for s in st["stages"] if s["stage"] == "train")
+    assert train["counts"] == {"TIMEOUT": 1} and train["failures"][0]["state"] == "TIMEOUT"
