@@ -64,4 +64,5 @@ bench: install cluster-up
 	$(BIN)/python bench/plan_bench.py
 	@mkdir -p $(CURDIR)/.mini/bench && chmod 1777 $(CURDIR)/.mini/bench
 	$(CLUSTER) exec -u bob bash -c 'cd $(CURDIR)/.mini/bench && /opt/slurmflow/venv/bin/python /src/bench/launch_bench.py'
+	$(CLUSTER) exec -u bob bash -c 'cd $(CURDIR)/.mini/bench && /opt/slurmflow/venv/bin/python /src/bench/monitor_bench.py'
 	$(BIN)/python bench/cluster_bench.py
