@@ -288,12 +288,45 @@ def cmd_logs(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _submit_monitor_job(store: RunStore, backend: SlurmCLI, args: argparse.Namespace, delay: float) -> str:
+    """The monitor as a small CPU job: one tick, then it submits its successor `delay` seconds
+    later, until the run ends. `singleton` on one name keeps at most one of them queued or running."""
+    from slurmflow.model import Dependency, DepKind, JobSpec
+
+    # In the job, Slurm's commands are local: no prefix, whatever the launch used.
+    argv = [sys.executable, "-m", "slurmflow", "monitor", str(store.root), "--once", "--via", ""]
+    argv += ["--reschedule", str(args.interval)]
+    if args.partition:
+        argv += ["--partition", args.partition]
+    spec = JobSpec(
+        name=f"sf.{store.run_id}.monitor",
+        script="exec " + " ".join(shlex.quote(a) for a in argv),
+        partition=args.partition,
+        cpus_per_task=1,
+        mem="512M",
+        time="10:00",
+        output=str(store.path("logs", "monitor.out")),
+        dependency=Dependency.on(DepKind.SINGLETON),
+        extra_args=("--open-mode=append", f"--begin=now+{max(1, int(delay))}"),
+        comment=f"slurmflow:{store.run_id}:monitor",
+    )
+    job_id = backend.submit(spec)
+    store.append({"event": "monitor_job", "job_id": job_id, "t": time.time()})
+    return job_id
+
+
 def cmd_monitor(args: argparse.Namespace, console: Console) -> int:
     from slurmflow.errors import ControllerUnavailable
     from slurmflow.monitor import tick
 
     store = RunStore.open(args.run, Path(args.runs_dir))
     backend = _run_backend(store, args.via)
+    if args.as_job:
+        job_id = _submit_monitor_job(store, backend, args, delay=1)
+        console.print(
+            f"monitor of run {store.run_id} runs as Slurm job {job_id}, every {args.interval:g} s; you can log out"
+        )
+        return 0
     interval = args.interval
     while True:
         try:
@@ -316,6 +349,9 @@ def cmd_monitor(args: argparse.Namespace, console: Console) -> int:
         if args.once or result.done:
             if result.done and not args.json:
                 console.print(f"run {store.run_id}: every job has ended")
+            elif args.reschedule is not None:
+                args.interval = args.reschedule
+                console.print(f"next monitor job: {_submit_monitor_job(store, backend, args, args.reschedule)}")
             return 0
         # Back off while nothing happens: one batched query per tick whatever the run's size.
         interval = args.interval if result.actions else min(args.max_interval, interval * 1.5)
@@ -480,6 +516,13 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--interval", type=float, default=30.0, help="seconds between ticks (default 30)")
     monitor.add_argument("--max-interval", type=float, default=300.0, help="back-off ceiling while idle")
     monitor.add_argument("--json", action="store_true", help="one JSON object per action")
+    monitor.add_argument(
+        "--as-job",
+        action="store_true",
+        help="run the monitor as a small Slurm job that resubmits itself until the run ends",
+    )
+    monitor.add_argument("--partition", default=None, help="partition of the --as-job monitor (default: cluster's)")
+    monitor.add_argument("--reschedule", type=float, default=None, help=argparse.SUPPRESS)
     monitor.set_defaults(func=cmd_monitor)
 
     logs = sub.add_parser(

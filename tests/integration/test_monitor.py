@@ -134,3 +134,44 @@ def test_stopped_node_task_is_requeued_and_campaign_completes(mini_cluster: str,
     assert all(s is JobState.COMPLETED for stage in ("train", "eval", "final") for s in states[stage]), states
     again = backend(mini_cluster).query([victim]).by_id()[victim]
     assert again.restarts == 1 and again.nodes != node  # it ran again, elsewhere
+
+
+def test_monitor_as_a_job_keeps_the_campaign_moving_after_logout(mini_cluster: str, workdir: Path) -> None:
+    (workdir / "configs" / "experiment" / "flaky.yaml").write_text(FLAKY)
+    doc = launch_json(mini_cluster, workdir, "experiment=flaky", "sleep=3")
+    run_id, nodes = str(doc["run_id"]), doc["nodes"]
+    done = slurmflow(
+        mini_cluster,
+        workdir,
+        "monitor",
+        run_id,
+        "--runs-dir",
+        "runs",
+        "--as-job",
+        "--interval",
+        "3",
+        "--partition",
+        "cpu",
+    )
+    assert done.returncode == 0 and "runs as Slurm job" in done.stdout, done.stderr
+    # Nobody watches from here on: the monitor job retries train task 2 and revives its dependents.
+    deadline = time.monotonic() + 300
+    while True:
+        states = states_by_stage(mini_cluster, nodes)
+        if states.get("final") == [JobState.COMPLETED]:
+            break
+        assert time.monotonic() < deadline, states
+        time.sleep(3)
+    assert all(s is JobState.COMPLETED for s in states["train"] + states["eval"])
+    events = [json.loads(line) for line in (Path(str(doc["run_dir"])) / "events.jsonl").read_text().splitlines()]
+    assert any(e["event"] == "requeued" for e in events) and sum(e["event"] == "monitor_job" for e in events) >= 2
+    # Once the run has ended, the last monitor job submits no successor.
+    deadline = time.monotonic() + 60
+    while subprocess.run(
+        ["docker", "exec", "-u", "alice", mini_cluster, "squeue", "--noheader", f"--name=sf.{run_id}.monitor"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip():
+        assert time.monotonic() < deadline, "a monitor job is still queued after the run ended"
+        time.sleep(2)
