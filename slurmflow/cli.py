@@ -194,7 +194,7 @@ def _campaign(store: RunStore, backend: SlurmCLI) -> CampaignStatus:
     from slurmflow.status import summarise
 
     state = store.state()
-    ids = sorted(set(state.submitted.values()), key=int)
+    ids = state.job_ids()
     result = backend.query(ids) if ids else None
     events = store.events()
     started = float(events[0].get("t", time.time())) if events else time.time()
@@ -208,7 +208,10 @@ def _campaign(store: RunStore, backend: SlurmCLI) -> CampaignStatus:
         now=time.time(),
         accounting_available=result.accounting_available if result else True,
         skipped=sorted(state.skipped),
-        actions=[e for e in events if e.get("event") in ("requeued", "rewired", "gave_up", "requeue_failed")],
+        actions=[
+            e for e in events if e.get("event") in ("requeued", "rewired", "gave_up", "requeue_failed", "resubmitted")
+        ],
+        moved=state.moved,
     )
 
 
@@ -358,6 +361,23 @@ def cmd_monitor(args: argparse.Namespace, console: Console) -> int:
         time.sleep(interval)
 
 
+def cmd_retry(args: argparse.Namespace, console: Console) -> int:
+    from slurmflow.retry import retry
+
+    store = RunStore.open(args.run, Path(args.runs_dir))
+    backend = _run_backend(store, args.via)
+    with store.lock():
+        new = retry(store, backend, stage=args.stage, failed_only=args.failed)
+    if args.json:
+        print(json.dumps({"run_id": store.run_id, "resubmitted": new}, indent=2))
+    elif not new:
+        console.print(f"run {store.run_id}: nothing to retry")
+    else:
+        for node, job_id in new.items():
+            console.print(f"{node}: resubmitted as job {job_id}")
+    return 0
+
+
 def cmd_resume(args: argparse.Namespace, console: Console) -> int:
     from slurmflow.launch import submit_run
 
@@ -503,6 +523,18 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("--stage", default=None, help="only this stage")
     cancel.add_argument("--json", action="store_true", help="print JSON for scripts")
     cancel.set_defaults(func=cmd_cancel)
+
+    retry = sub.add_parser(
+        "retry",
+        help="resubmit the tasks that ended without success (index runs compressed)",
+        description="Resubmit a run's unsuccessful tasks as new arrays over just their indices; "
+        "retried dependents wait for their retried parents.",
+    )
+    run_args(retry)
+    retry.add_argument("--stage", default=None, help="only this stage")
+    retry.add_argument("--failed", action="store_true", help="only tasks that failed, not cancelled ones")
+    retry.add_argument("--json", action="store_true", help="print JSON for scripts")
+    retry.set_defaults(func=cmd_retry)
 
     monitor = sub.add_parser(
         "monitor",

@@ -18,7 +18,7 @@ from slurmflow import policy
 from slurmflow.backends.base import Backend
 from slurmflow.errors import SlurmError
 from slurmflow.model import DepClause, Dependency, DepKind, JobInfo, JobNode, JobState, Plan
-from slurmflow.store import RunStore
+from slurmflow.store import RunState, RunStore
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,11 @@ class Tick:
     accounting_available: bool
 
 
-def _task_keys(node: JobNode, job_id: str) -> list[str]:
-    return [f"{job_id}_{i}" for i in range(node.size)] if node.array else [job_id]
+def _task_keys(node: JobNode, state: RunState) -> list[str]:
+    """Each task's id in Slurm now: `job_index`, through any retry that moved it to another job."""
+    if not node.array:
+        return [state.job_of(node.key, None) or ""]
+    return [f"{state.job_of(node.key, i)}_{i}" for i in range(node.size)]
 
 
 def _index(task_key: str) -> int | None:
@@ -50,15 +53,15 @@ def _stuck(info: JobInfo | None) -> bool:
 
 
 def _rewired_dependency(
-    plan: Plan, child: JobNode, task: int | None, submitted: dict[str, str], jobs: dict[str, JobInfo]
+    plan: Plan, child: JobNode, task: int | None, state: RunState, jobs: dict[str, JobInfo]
 ) -> Dependency | None:
     """The child's dependency on its parents' unfinished tasks (completed ones are satisfied)."""
     clauses: list[DepClause] = []
     for edge in child.edges:
         parent = plan.node(edge.parent)
-        pid = submitted[edge.parent]
+        pid = state.submitted[edge.parent]
         paired = edge.kind is DepKind.AFTER_CORR and task is not None
-        keys = [f"{pid}_{task}"] if paired else _task_keys(parent, pid)
+        keys = [f"{state.job_of(edge.parent, task)}_{task}"] if paired else _task_keys(parent, state)
         if edge.kind in (DepKind.AFTER_OK, DepKind.AFTER_CORR):
             waiting = [k for k in keys if (jobs.get(k) is None or jobs[k].state is not JobState.COMPLETED)]
             if waiting:
@@ -74,7 +77,7 @@ def _rewired_dependency(
 
 def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time.time) -> Tick:
     plan, state = store.plan(), store.state()
-    ids = sorted(set(state.submitted.values()), key=int)
+    ids = state.job_ids()
     result = backend.query(ids)
     jobs = result.by_id()
     events = store.events()
@@ -112,18 +115,17 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
         return count, parents
 
     for node in plan.nodes:
-        job_id = state.submitted.get(node.key)
-        if job_id is None:
+        if node.key not in state.submitted:
             continue
         retry = plan.stages[node.stage].retry
-        for index, key in zip(range(node.size) if node.array else [None], _task_keys(node, job_id), strict=True):
+        for index, key in zip(range(node.size) if node.array else [None], _task_keys(node, state), strict=True):
             info = jobs.get(key)
             if info is None:
                 continue
             if _stuck(info):
                 count, parents = parent_retries(node, index)
                 if count > rewires[key]:
-                    dependency = _rewired_dependency(plan, node, index, state.submitted, jobs)
+                    dependency = _rewired_dependency(plan, node, index, state, jobs)
                     if info.state is JobState.CANCELLED:
                         # Held, so Slurm cannot judge the old dependency again before it is replaced.
                         backend.requeue([key], start_now=True, hold=True)

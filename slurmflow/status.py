@@ -96,12 +96,13 @@ def summarise(
     accounting_available: bool = True,
     skipped: Sequence[str] = (),
     actions: Sequence[Mapping[str, object]] = (),
+    moved: Mapping[tuple[str, int | None], str] | None = None,
 ) -> CampaignStatus:
     by_id = {j.job_id: j for j in jobs}
     rows: list[TaskRow] = []
     for node in plan.nodes:
-        job_id = submitted.get(node.key)
         for task in range(node.size) if node.array else [None]:
+            job_id = (moved or {}).get((node.key, task)) or submitted.get(node.key)
             if job_id is None:
                 rows.append(TaskRow(node.key, node.stage, "-", JobState.UNKNOWN))
                 continue

@@ -66,6 +66,15 @@ class RunState:
     intents: set[str] = field(default_factory=set)
     skipped: set[str] = field(default_factory=set)
     complete: bool = False
+    # Tasks resubmitted by `slurmflow retry`: (node, array index or None) -> the job that now holds it.
+    moved: dict[tuple[str, int | None], str] = field(default_factory=dict)
+
+    def job_of(self, node: str, index: int | None) -> str | None:
+        """The job id now holding a task: its retry's, or the node's original submission."""
+        return self.moved.get((node, index)) or self.submitted.get(node)
+
+    def job_ids(self) -> list[str]:
+        return sorted(set(self.submitted.values()) | set(self.moved.values()), key=int)
 
 
 def reduce(events: Iterable[Mapping[str, Any]]) -> RunState:
@@ -82,6 +91,9 @@ def reduce(events: Iterable[Mapping[str, Any]]) -> RunState:
             state.intents.discard(node)
         elif kind == "launch_complete":
             state.complete = True
+        elif kind == "resubmitted" and node:
+            for index in ev["indices"]:
+                state.moved[(node, index)] = str(ev["job_id"])
     return state
 
 

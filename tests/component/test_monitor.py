@@ -113,3 +113,50 @@ def test_cancelled_by_a_person_is_never_retried(tmp_path: Path) -> None:
     fake.cancel([victim])
     actions = tick(store, fake).actions
     assert fake.tasks[victim].state is JobState.CANCELLED and all(a["task"] != victim for a in actions)
+
+
+def test_retry_resubmits_only_unsuccessful_tasks_and_their_dependents(tmp_path: Path) -> None:
+    from slurmflow.retry import retry
+    from slurmflow.status import summarise
+
+    broken = {"yes": True}
+
+    def program(spec: JobSpec, index: int | None, restarts: int) -> Outcome:
+        failing = broken["yes"] and spec.name.endswith(".train.0") and index in (1, 2)
+        return Outcome(3 if failing else 0, 2)
+
+    fake = FakeSlurm(program=program)
+    store = run(tmp_path, fake, RetryPolicy())
+    fake.advance(10)
+    broken["yes"] = False  # the bug is fixed; retry only what did not succeed
+    new = retry(store, fake, stage=None, failed_only=False)
+    assert list(new) == ["train.0", "eval.0", "final"]  # not the handler, which completed
+    arrays = {
+        k: next(t.spec.array for t in fake.tasks.values() if (t.array_job_id or t.job_id) == v) for k, v in new.items()
+    }
+    assert arrays == {"train.0": "1-2", "eval.0": "1-2", "final": None}
+    fake.advance(20)
+    state = store.state()
+    st = summarise(
+        "m-1",
+        store.plan(),
+        state.submitted,
+        fake.query(state.job_ids()).jobs,
+        logs_dir="l",
+        started=0,
+        now=1,
+        moved=state.moved,
+    )
+    counts = {s.stage: s.counts for s in st.stages}
+    assert counts["train"] == {"COMPLETED": 4} and counts["eval"] == {"COMPLETED": 4}
+    assert counts["final"] == {"COMPLETED": 1}
+    assert retry(store, fake, stage=None, failed_only=False) == {}  # nothing left
+
+
+def test_retry_failed_only_leaves_cancelled_tasks(tmp_path: Path) -> None:
+    from slurmflow.retry import retry
+
+    fake = FakeSlurm(program=flaky)
+    store = run(tmp_path, fake, RetryPolicy())
+    fake.advance(10)
+    assert list(retry(store, fake, stage=None, failed_only=True)) == ["train.0"]

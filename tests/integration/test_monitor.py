@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from slurmflow.model import JobState
-from tests.integration.test_launch import backend, launch_json, slurmflow, workdir
+from tests.integration.test_launch import backend, launch_json, slurmflow, wait_final, workdir
 
 pytestmark = pytest.mark.integration
 __all__ = ["workdir"]  # the fixture, shared with test_launch
@@ -175,3 +175,49 @@ def test_monitor_as_a_job_keeps_the_campaign_moving_after_logout(mini_cluster: s
     ).stdout.strip():
         assert time.monotonic() < deadline, "a monitor job is still queued after the run ended"
         time.sleep(2)
+
+
+def test_retry_after_a_fix_reruns_only_what_did_not_succeed(mini_cluster: str, workdir: Path) -> None:
+    exp = FLAKY.replace(
+        "command: python -c \"import os, sys, time; time.sleep(float(sys.argv[3])); sys.exit(int(sys.argv[2]) if sys.argv[1] == '2' and os.environ.get('SLURM_RESTART_COUNT', '0') == '0' else 0)\" ${seed} ${fail_code} ${sleep}",
+        "command: python -c \"import os, sys; sys.exit(3 if sys.argv[1] in ('1', '2') and os.path.exists('broken') else 0)\" ${seed}",
+    )
+    assert exp != FLAKY
+    (workdir / "configs" / "experiment" / "fixable.yaml").write_text(exp.replace("name: flaky", "name: fixable"))
+    (workdir / "broken").write_text("a bug")
+    doc = launch_json(mini_cluster, workdir, "experiment=fixable")
+    run_id, nodes = str(doc["run_id"]), doc["nodes"]
+    wait_final(mini_cluster, list(nodes.values()))
+    (workdir / "broken").unlink()  # the researcher fixes the bug
+    done = slurmflow(mini_cluster, workdir, "retry", run_id, "--runs-dir", "runs", "--json")
+    assert done.returncode == 0, done.stderr
+    new = json.loads(done.stdout)["resubmitted"]
+    assert list(new) == ["train.0", "eval.0", "final"]
+    arrays = subprocess.run(
+        [
+            "docker",
+            "exec",
+            "-u",
+            "alice",
+            mini_cluster,
+            "squeue",
+            "--states=all",
+            "--array",
+            "--noheader",
+            "--format=%F %K",
+            f"--jobs={new['train.0']}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert sorted(line.split()[1] for line in arrays.splitlines()) == ["1", "2"]  # only the failed indices
+    wait_final(mini_cluster, list(new.values()))
+    st = json.loads(slurmflow(mini_cluster, workdir, "status", run_id, "--runs-dir", "runs", "--json").stdout)
+    counts = {s["stage"]: s["counts"] for s in st["stages"]}
+    assert (
+        counts["train"] == {"COMPLETED": 4}
+        and counts["eval"] == {"COMPLETED": 4}
+        and counts["final"] == {"COMPLETED": 1}
+    )
+    assert st["done"] is True
