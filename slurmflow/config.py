@@ -46,7 +46,16 @@ STAGE_FIELDS = {
     "checkpoint",
     *DEP_FIELDS,
 }
-RETRY_FIELDS = {"infra", "exclude_failed_node", "exit_codes", "exit_retries", "timeouts"}
+RETRY_FIELDS = {
+    "infra",
+    "exclude_failed_node",
+    "exit_codes",
+    "exit_retries",
+    "timeouts",
+    "oom_mem_factor",
+    "oom_mem_cap",
+    "oom_retries",
+}
 RESOURCE_FIELDS = {"partition", "account", "qos", "gpus", "cpus", "mem", "time", "constraint", "extra"}
 _STAGE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _SLURM_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -227,7 +236,17 @@ def _retry(raw: object, where: str) -> RetryPolicy:
     if unknown:
         raise UsageError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(RETRY_FIELDS))})")
     out: dict[str, Any] = {}
-    for key in ("infra", "exit_retries", "timeouts"):
+    if raw.get("oom_mem_factor") is not None:
+        factor = raw["oom_mem_factor"]
+        if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not 1 < factor <= 16:
+            raise UsageError(f"{where}.oom_mem_factor: {factor!r} must be a number above 1 (at most 16)")
+        out["oom_mem_factor"] = float(factor)
+    if raw.get("oom_mem_cap") is not None:
+        cap = str(raw["oom_mem_cap"])
+        if not _MEM.match(cap):
+            raise UsageError(f"{where}.oom_mem_cap: {cap!r} is not a size: write 64G or 512M")
+        out["oom_mem_cap"] = cap
+    for key in ("infra", "exit_retries", "timeouts", "oom_retries"):
         if key in raw:
             value = raw[key]
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100:

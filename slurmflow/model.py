@@ -219,6 +219,9 @@ class RetryPolicy:
     exit_codes: tuple[int, ...] = ()  # FAILED with one of these exit codes is retried ...
     exit_retries: int = 2  # ... this many times per task
     timeouts: int = 0  # TIMEOUT: requeues per task (useful only for stages that checkpoint)
+    oom_mem_factor: float | None = None  # OUT_OF_MEMORY: resubmit with mem x factor ...
+    oom_mem_cap: str | None = None  # ... up to this much (e.g. 64G)
+    oom_retries: int = 2
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from slurmflow import policy
 from slurmflow.backends.base import Backend
 from slurmflow.errors import SlurmError
-from slurmflow.model import DepClause, Dependency, DepKind, JobInfo, JobNode, JobState, Plan
-from slurmflow.store import RunState, RunStore
+from slurmflow.model import DepKind, JobNode, JobState
+from slurmflow.rewire import resubmit, rewired_dependency, stuck, task_index, task_keys
+from slurmflow.store import RunStore
 
 
 @dataclass(frozen=True)
@@ -26,53 +27,6 @@ class Tick:
     actions: tuple[dict[str, object], ...]
     done: bool
     accounting_available: bool
-
-
-def _task_keys(node: JobNode, state: RunState) -> list[str]:
-    """Each task's id in Slurm now: `job_index`, through any retry that moved it to another job."""
-    if not node.array:
-        return [state.job_of(node.key, None) or ""]
-    return [f"{state.job_of(node.key, i)}_{i}" for i in range(node.size)]
-
-
-def _index(task_key: str) -> int | None:
-    _, sep, idx = task_key.partition("_")
-    return int(idx) if sep else None
-
-
-def _stuck(info: JobInfo | None) -> bool:
-    return (
-        info is not None
-        and info.reason == "DependencyNeverSatisfied"
-        and info.state
-        in (
-            JobState.PENDING,
-            JobState.CANCELLED,
-        )
-    )
-
-
-def _rewired_dependency(
-    plan: Plan, child: JobNode, task: int | None, state: RunState, jobs: dict[str, JobInfo]
-) -> Dependency | None:
-    """The child's dependency on its parents' unfinished tasks (completed ones are satisfied)."""
-    clauses: list[DepClause] = []
-    for edge in child.edges:
-        parent = plan.node(edge.parent)
-        pid = state.submitted[edge.parent]
-        paired = edge.kind is DepKind.AFTER_CORR and task is not None
-        keys = [f"{state.job_of(edge.parent, task)}_{task}"] if paired else _task_keys(parent, state)
-        if edge.kind in (DepKind.AFTER_OK, DepKind.AFTER_CORR):
-            waiting = [k for k in keys if (jobs.get(k) is None or jobs[k].state is not JobState.COMPLETED)]
-            if waiting:
-                clauses.append(DepClause(DepKind.AFTER_OK, tuple(waiting)))
-        elif edge.kind is DepKind.AFTER_ANY:
-            waiting = [k for k in keys if jobs.get(k) is None or not jobs[k].state.final]
-            if waiting:
-                clauses.append(DepClause(DepKind.AFTER_ANY, tuple(waiting)))
-        else:
-            clauses.append(DepClause(edge.kind, (pid,)))
-    return Dependency(tuple(clauses), any_of=child.any_of) if clauses else None
 
 
 def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time.time) -> Tick:
@@ -95,10 +49,20 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
     # Slurm cancels a moment after its parent failed is revived on a later tick, and at most once
     # per retry of the parents it depends on (a parent that gives up leaves it cancelled).
     retried: Counter[tuple[str, int | None]] = Counter()
+    oom_done: Counter[tuple[str, int | None]] = Counter()
+    mem_now: dict[str, str] = {}  # node -> memory of its latest resubmission
+    bigger: dict[str, dict[int | None, str]] = {}  # node -> task index -> memory to resubmit with
     rewires: Counter[str] = Counter()
     for ev in events:
         if ev.get("event") in ("requeued", "rewired"):
-            retried[(str(ev["node"]), _index(str(ev["task"])))] += 1
+            retried[(str(ev["node"]), task_index(str(ev["task"])))] += 1
+        elif ev.get("event") == "resubmitted":
+            for i in ev["indices"]:
+                retried[(str(ev["node"]), i)] += 1
+                if "OUT_OF_MEMORY" in str(ev.get("why")):
+                    oom_done[(str(ev["node"]), i)] += 1
+            if ev.get("mem"):
+                mem_now[str(ev["node"])] = str(ev["mem"])
         if ev.get("event") == "rewired":
             rewires[str(ev["task"])] += 1
 
@@ -118,14 +82,14 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
         if node.key not in state.submitted:
             continue
         retry = plan.stages[node.stage].retry
-        for index, key in zip(range(node.size) if node.array else [None], _task_keys(node, state), strict=True):
+        for index, key in zip(range(node.size) if node.array else [None], task_keys(node, state), strict=True):
             info = jobs.get(key)
             if info is None:
                 continue
-            if _stuck(info):
+            if stuck(info):
                 count, parents = parent_retries(node, index)
                 if count > rewires[key]:
-                    dependency = _rewired_dependency(plan, node, index, state, jobs)
+                    dependency = rewired_dependency(plan, node, index, state, jobs)
                     if info.state is JobState.CANCELLED:
                         # Held, so Slurm cannot judge the old dependency again before it is replaced.
                         backend.requeue([key], start_now=True, hold=True)
@@ -168,8 +132,13 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
                 info.nodes,
                 info.cancelled_by,
                 requeueable=plan.stages[node.stage].requeue is not False,
+                mem=mem_now.get(node.key) or plan.stages[node.stage].resources.mem,
             )
-            decision = policy.decide(obs, retry, retries[key])
+            done_before = oom_done[(node.key, index)] if info.state is JobState.OUT_OF_MEMORY else retries[key]
+            decision = policy.decide(obs, retry, done_before)
+            if decision.act is policy.Act.RESUBMIT and decision.mem:
+                bigger.setdefault(node.key, {})[index] = decision.mem
+                continue
             if decision.act is policy.Act.REQUEUE:
                 try:
                     backend.requeue([key], start_now=True)
@@ -190,5 +159,22 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
                 )
             elif decision.act is policy.Act.GIVE_UP and key not in reported:
                 record({"event": "gave_up", "task": key, "node": node.key, "why": decision.why})
+    if bigger:
+        # Out of memory: a new job per node for those tasks, with the larger request (the largest
+        # asked for among them); their dependents are revived on the next ticks like a requeue's.
+        chosen = {node: sorted(tasks, key=lambda i: -1 if i is None else i) for node, tasks in bigger.items()}
+        mem = {node: max(tasks.values(), key=lambda m: int(m.rstrip("M"))) for node, tasks in bigger.items()}
+        for node_key, job_id in resubmit(
+            store, backend, plan, state, jobs, chosen, why="OUT_OF_MEMORY", mem=mem
+        ).items():
+            actions.append(
+                {
+                    "event": "resubmitted",
+                    "task": job_id,
+                    "node": node_key,
+                    "mem": mem[node_key],
+                    "why": f"OUT_OF_MEMORY: {len(chosen[node_key])} task(s) resubmitted with mem={mem[node_key]}",
+                }
+            )
     done = not actions and bool(jobs) and all(j.state.final for j in jobs.values())
     return Tick(tuple(actions), done, result.accounting_available)

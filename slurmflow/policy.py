@@ -18,6 +18,7 @@ INFRA = frozenset({JobState.NODE_FAIL, JobState.BOOT_FAIL, JobState.PREEMPTED})
 class Act(enum.Enum):
     NONE = "none"  # running, pending, done, or not ours to touch
     REQUEUE = "requeue"
+    RESUBMIT = "resubmit"  # a new job for the task, with more memory
     GIVE_UP = "give_up"
 
 
@@ -26,6 +27,7 @@ class Decision:
     act: Act
     why: str
     exclude_node: str | None = None
+    mem: str | None = None  # with RESUBMIT: the new memory request
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Observed:
     nodes: str | None = None
     cancelled_by: str | None = None
     requeueable: bool = True  # False for jobs submitted --no-requeue (the stage's requeue: false)
+    mem: str | None = None  # what the task asked for (its stage's mem)
 
 
 def decide(task: Observed, retry: RetryPolicy, retries_done: int) -> Decision:
@@ -75,6 +78,34 @@ def _decide(task: Observed, retry: RetryPolicy, retries_done: int) -> Decision:
             )
         return Decision(Act.GIVE_UP, f"exit code {task.exit_code}: {retry.exit_retries} retries used")
     if state is JobState.OUT_OF_MEMORY:
-        return Decision(Act.GIVE_UP, "OUT_OF_MEMORY: raise the stage's mem")
+        if retry.oom_mem_factor is None:
+            return Decision(Act.GIVE_UP, "OUT_OF_MEMORY: raise the stage's mem, or set retry.oom_mem_factor")
+        if retries_done >= retry.oom_retries:
+            return Decision(Act.GIVE_UP, f"OUT_OF_MEMORY: {retry.oom_retries} resubmissions used")
+        # task.mem is the current request (already grown by earlier resubmissions): one more factor.
+        bigger = scaled_mem(task.mem, retry.oom_mem_factor, retry.oom_mem_cap)
+        if bigger is None:
+            return Decision(Act.GIVE_UP, f"OUT_OF_MEMORY: already at the cap ({retry.oom_mem_cap}) or no mem set")
+        return Decision(Act.RESUBMIT, f"OUT_OF_MEMORY: resubmitted with mem={bigger}", mem=bigger)
     code = "" if task.exit_code is None else f" with exit code {task.exit_code}"
     return Decision(Act.GIVE_UP, f"{state.name}{code}: the program's own failure is not retried (retry.exit_codes)")
+
+
+_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def megabytes(mem: str) -> int:
+    """'2G' -> 2048; a bare number is megabytes (man sbatch, --mem)."""
+    unit = mem[-1].upper() if mem[-1].isalpha() else "M"
+    number = mem[:-1] if mem[-1].isalpha() else mem
+    return max(1, int(float(number) * _UNITS[unit]))
+
+
+def scaled_mem(mem: str | None, factor: float, cap: str | None) -> str | None:
+    """The memory request times factor, at most cap; None when there is no room left to grow."""
+    if mem is None:
+        return None
+    want = int(megabytes(mem) * factor)
+    if cap is not None:
+        want = min(want, megabytes(cap))
+    return f"{want}M" if want > megabytes(mem) else None

@@ -34,6 +34,7 @@ from slurmflow.model import (
 class Outcome:
     exit_code: int = 0
     seconds: float = 1.0
+    state: JobState | None = None  # e.g. OUT_OF_MEMORY; by default COMPLETED or FAILED by exit code
 
 
 Program = Callable[[JobSpec, "int | None", int], Outcome]
@@ -263,7 +264,7 @@ class FakeSlurm:
             if t.state is JobState.RUNNING:
                 code = self._poll(t)
                 if code is not None:
-                    self._end(t, JobState.COMPLETED if code == 0 else JobState.FAILED, code, 0)
+                    self._end(t, t.outcome.state or (JobState.COMPLETED if code == 0 else JobState.FAILED), code, 0)
         self._schedule()
 
     # --- simulation ---------------------------------------------------------------------------

@@ -13,9 +13,13 @@ from slurmflow.store import RunStore, plan_to_dict
 from slurmflow.submitter import submit
 
 
-def run(tmp: Path, fake: FakeSlurm, retry: RetryPolicy, requeue: bool | None = None) -> RunStore:
+def run(
+    tmp: Path, fake: FakeSlurm, retry: RetryPolicy, requeue: bool | None = None, mem: str | None = None
+) -> RunStore:
     stages = {
-        "train": Stage("train", command="t", per_trial=True, resources=Resources(gpus=1), retry=retry, requeue=requeue),
+        "train": Stage(
+            "train", command="t", per_trial=True, resources=Resources(gpus=1, mem=mem), retry=retry, requeue=requeue
+        ),
         "eval": Stage("eval", command="e", per_trial=True, deps=(StageDep(DepKind.AFTER_CORR, "train"),)),
         "final": Stage("final", command="f", deps=(StageDep(DepKind.AFTER_OK, "train"),)),
         "handler": Stage("handler", command="h", deps=(StageDep(DepKind.AFTER_NOT_OK, "train"),)),
@@ -160,3 +164,40 @@ def test_retry_failed_only_leaves_cancelled_tasks(tmp_path: Path) -> None:
     store = run(tmp_path, fake, RetryPolicy())
     fake.advance(10)
     assert list(retry(store, fake, stage=None, failed_only=True)) == ["train.0"]
+
+
+def needs_2g(spec: JobSpec, index: int | None, restarts: int) -> Outcome:
+    """Training runs out of memory below 2 GB."""
+    from slurmflow.policy import megabytes
+
+    if spec.name.endswith(".train.0") and megabytes(spec.mem or "1M") < 2048:
+        return Outcome(0, 2, state=JobState.OUT_OF_MEMORY)
+    return Outcome(0, 2)
+
+
+def test_out_of_memory_is_resubmitted_with_more_memory_and_dependents_follow(tmp_path: Path) -> None:
+    fake = FakeSlurm(program=needs_2g)
+    store = run(tmp_path, fake, RetryPolicy(oom_mem_factor=1.5, oom_mem_cap="4G"), mem="1G")
+    fake.advance(5)
+    first = tick(store, fake).actions
+    assert [(a["event"], a["mem"]) for a in first] == [("resubmitted", "1536M")]  # 1G x 1.5: still too small
+    for _ in range(40):
+        fake.advance(3)
+        if tick(store, fake).done:
+            break
+    events = store.events()
+    assert [e["mem"] for e in events if e["event"] == "resubmitted"] == ["1536M", "2304M"]
+    state = store.state()
+    latest = {t.job_id: t for t in fake.tasks.values()}
+    for i in range(4):
+        assert latest[f"{state.job_of('train.0', i)}_{i}"].state is JobState.COMPLETED
+        assert latest[f"{state.job_of('eval.0', i)}_{i}"].state is JobState.COMPLETED
+    assert latest[str(state.job_of("final", None))].state is JobState.COMPLETED
+
+
+def test_out_of_memory_at_the_cap_gives_up(tmp_path: Path) -> None:
+    fake = FakeSlurm(program=needs_2g)
+    store = run(tmp_path, fake, RetryPolicy(oom_mem_factor=2, oom_mem_cap="1G"), mem="1G")
+    fake.advance(5)
+    actions = tick(store, fake).actions
+    assert {a["event"] for a in actions} == {"gave_up"} and "cap" in str(actions[0]["why"])

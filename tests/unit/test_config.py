@@ -148,3 +148,15 @@ def test_checkpoint_and_retry_blocks(cfgdir: Path) -> None:
 def test_bad_checkpoint_and_retry(cfgdir: Path, override: str, needle: str) -> None:
     with pytest.raises(UsageError, match=needle):
         config.load(cfgdir, "config", [override])
+
+
+def test_oom_retry_fields(cfgdir: Path) -> None:
+    exp = config.load(
+        cfgdir, "config", ["+stages.train.retry.oom_mem_factor=1.5", "+stages.train.retry.oom_mem_cap=8G"]
+    )
+    retry = exp.stages["train"].retry
+    assert (retry.oom_mem_factor, retry.oom_mem_cap, retry.oom_retries) == (1.5, "8G", 2)
+    with pytest.raises(UsageError, match="must be a number above 1"):
+        config.load(cfgdir, "config", ["+stages.train.retry.oom_mem_factor=0.5"])
+    with pytest.raises(UsageError, match="is not a size"):
+        config.load(cfgdir, "config", ["+stages.train.retry.oom_mem_cap=huge"])

@@ -51,3 +51,15 @@ def test_node_fail_excludes_the_node_unless_told_not_to() -> None:
 def test_no_requeue_jobs_are_given_up_not_requeued() -> None:
     d = decide(Observed(JobState.NODE_FAIL, requeueable=False), DEFAULT, 0)
     assert d.act is Act.GIVE_UP and "requeue: false" in d.why
+
+
+def test_out_of_memory_bump() -> None:
+    from slurmflow.policy import megabytes, scaled_mem
+
+    retry = RetryPolicy(oom_mem_factor=2, oom_mem_cap="6G")
+    d = decide(Observed(JobState.OUT_OF_MEMORY, mem="2G"), retry, 0)
+    assert d.act is Act.RESUBMIT and d.mem == "4096M"
+    assert decide(Observed(JobState.OUT_OF_MEMORY, mem="4G"), retry, 1).mem == "6144M"  # 4G x 2, capped at 6G
+    assert decide(Observed(JobState.OUT_OF_MEMORY, mem="2G"), retry, 2).act is Act.GIVE_UP  # oom_retries used
+    assert decide(Observed(JobState.OUT_OF_MEMORY, mem=None), retry, 0).act is Act.GIVE_UP
+    assert megabytes("512") == 512 and megabytes("1T") == 1024 * 1024 and scaled_mem("6G", 2, "6G") is None
