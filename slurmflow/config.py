@@ -182,14 +182,26 @@ def _as_list(value: object, where: str) -> list[str]:
     raise UsageError(f"{where}: expected a stage name or a list of stage names")
 
 
+def _fields(raw: object, where: str, known: set[str], expected: str) -> dict[str, Any]:
+    """A config section as a dict of known fields, or a one-line error naming the field."""
+    if not isinstance(raw, dict):
+        raise UsageError(f"{where}: expected {expected}")
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise UsageError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    return raw
+
+
+def _whole(value: object, where: str, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise UsageError(f"{where}: {value!r} must be a whole number from {low} to {high}")
+    return value
+
+
 def _resources(raw: object, where: str) -> Resources:
     if raw is None:
         return Resources()
-    if not isinstance(raw, dict):
-        raise UsageError(f"{where}: expected a mapping of partition, gpus, cpus, mem, time, ...")
-    unknown = sorted(set(raw) - RESOURCE_FIELDS)
-    if unknown:
-        raise UsageError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(RESOURCE_FIELDS))})")
+    raw = _fields(raw, where, RESOURCE_FIELDS, "a mapping of partition, gpus, cpus, mem, time, ...")
     out: dict[str, Any] = {}
     for key in ("partition", "account", "qos"):
         if raw.get(key) is not None:
@@ -230,11 +242,7 @@ def _resources(raw: object, where: str) -> Resources:
 def _retry(raw: object, where: str) -> RetryPolicy:
     if raw is None:
         return RetryPolicy()
-    if not isinstance(raw, dict):
-        raise UsageError(f"{where}: expected a mapping of {', '.join(sorted(RETRY_FIELDS))}")
-    unknown = sorted(set(raw) - RETRY_FIELDS)
-    if unknown:
-        raise UsageError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(RETRY_FIELDS))})")
+    raw = _fields(raw, where, RETRY_FIELDS, f"a mapping of {', '.join(sorted(RETRY_FIELDS))}")
     out: dict[str, Any] = {}
     if raw.get("oom_mem_factor") is not None:
         factor = raw["oom_mem_factor"]
@@ -248,10 +256,7 @@ def _retry(raw: object, where: str) -> RetryPolicy:
         out["oom_mem_cap"] = cap
     for key in ("infra", "exit_retries", "timeouts", "oom_retries"):
         if key in raw:
-            value = raw[key]
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100:
-                raise UsageError(f"{where}.{key}: {value!r} must be a whole number from 0 to 100")
-            out[key] = value
+            out[key] = _whole(raw[key], f"{where}.{key}", 0, 100)
     if "exclude_failed_node" in raw:
         out["exclude_failed_node"] = bool(raw["exclude_failed_node"])
     codes = raw.get("exit_codes", [])
@@ -270,21 +275,14 @@ def _checkpoint(raw: object, where: str) -> Checkpoint | None:
         return None
     if raw is True:
         return Checkpoint()
-    if not isinstance(raw, dict):
-        raise UsageError(f"{where}: expected true or a mapping of {', '.join(sorted(CHECKPOINT_FIELDS))}")
-    unknown = sorted(set(raw) - CHECKPOINT_FIELDS)
-    if unknown:
-        raise UsageError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(CHECKPOINT_FIELDS))})")
+    raw = _fields(raw, where, CHECKPOINT_FIELDS, f"true or a mapping of {', '.join(sorted(CHECKPOINT_FIELDS))}")
     sig = str(raw.get("signal", "USR1")).upper().removeprefix("SIG")
     if sig not in CHECKPOINT_SIGNALS:
         raise UsageError(f"{where}.signal: {sig!r} is not one of {', '.join(CHECKPOINT_SIGNALS)}")
     out: dict[str, Any] = {"signal": sig}
     for key, top in (("seconds", 65535), ("grace", 3600), ("max_restarts", 100)):
         if key in raw:
-            value = raw[key]
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
-                raise UsageError(f"{where}.{key}: {value!r} must be a whole number from 0 to {top}")
-            out[key] = value
+            out[key] = _whole(raw[key], f"{where}.{key}", 0, top)
     return Checkpoint(**out)
 
 
@@ -292,11 +290,7 @@ def parse_stage(name: str, raw: object) -> Stage:
     where = f"stages.{name}"
     if not _STAGE_NAME.match(name):
         raise UsageError(f"{where}: stage names use letters, digits, _ and -, starting with a letter")
-    if not isinstance(raw, dict):
-        raise UsageError(f"{where}: expected a mapping with a command (or a callable)")
-    unknown = sorted(set(raw) - STAGE_FIELDS)
-    if unknown:
-        raise UsageError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(STAGE_FIELDS))})")
+    raw = _fields(raw, where, STAGE_FIELDS, "a mapping with a command (or a callable)")
     command, func = raw.get("command"), raw.get("callable")
     if (command is None) == (func is None):
         raise UsageError(f"{where}: give exactly one of command or callable")
