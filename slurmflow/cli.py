@@ -442,6 +442,12 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN", help="run id (in --runs-dir) or run directory")
+    p.add_argument("--runs-dir", default=os.environ.get(RUNS_ENV, "runs"), help="where run directories are")
+    p.add_argument("--via", metavar="COMMAND", default=None, help="prefix for Slurm commands")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slurmflow",
@@ -490,16 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="finish an interrupted launch without duplicating a job",
         description="Reconcile a run's recorded intents with Slurm by job name, then submit what is missing.",
     )
-    resume.add_argument("run", metavar="RUN", help="run id (in --runs-dir) or run directory")
-    resume.add_argument("--runs-dir", default=os.environ.get(RUNS_ENV, "runs"), help="where run directories are")
-    resume.add_argument("--via", metavar="COMMAND", default=None, help="prefix for Slurm commands")
+    _run_args(resume)
     resume.add_argument("--json", action="store_true", help="print JSON for scripts")
     resume.set_defaults(func=cmd_resume)
-
-    def run_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("run", metavar="RUN", help="run id (in --runs-dir) or run directory")
-        p.add_argument("--runs-dir", default=os.environ.get(RUNS_ENV, "runs"), help="where run directories are")
-        p.add_argument("--via", metavar="COMMAND", default=None, help="prefix for Slurm commands")
 
     status = sub.add_parser(
         "status",
@@ -507,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="One batched query to Slurm for the whole run: counts by state per "
         "stage, failures with exit code, node and log, pending reasons in words, retries.",
     )
-    run_args(status)
+    _run_args(status)
     status.add_argument("--tasks", action="store_true", help="one row per task")
     status.add_argument("--watch", action="store_true", help="a live dashboard until the run ends")
     status.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes with --watch")
@@ -519,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="cancel a run's jobs (or one stage's)",
         description="scancel every job of the run, or of one stage.",
     )
-    run_args(cancel)
+    _run_args(cancel)
     cancel.add_argument("--stage", default=None, help="only this stage")
     cancel.add_argument("--json", action="store_true", help="print JSON for scripts")
     cancel.set_defaults(func=cmd_cancel)
@@ -530,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Resubmit a run's unsuccessful tasks as new arrays over just their indices; "
         "retried dependents wait for their retried parents.",
     )
-    run_args(retry)
+    _run_args(retry)
     retry.add_argument("--stage", default=None, help="only this stage")
     retry.add_argument("--failed", action="store_true", help="only tasks that failed, not cancelled ones")
     retry.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -543,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the stage's retry policy), revive their dependents, record every action; loop until the run ends, or "
         "one tick with --once (cron).",
     )
-    run_args(monitor)
+    _run_args(monitor)
     monitor.add_argument("--once", action="store_true", help="one tick, then exit")
     monitor.add_argument("--interval", type=float, default=30.0, help="seconds between ticks (default 30)")
     monitor.add_argument("--max-interval", type=float, default=300.0, help="back-off ceiling while idle")

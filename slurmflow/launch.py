@@ -143,10 +143,10 @@ def write_run(
     return store
 
 
-def context(store: RunStore, *, hold: bool = False, submitit: bool = False) -> Context:
+def context(store: RunStore, *, hold: bool = False, submitit: bool = False, plan: Plan | None = None) -> Context:
     launch = store.read_json("launch.json")
     python, root = launch["python"], str(store.root)
-    plan = store.plan()
+    plan = plan or store.plan()
 
     def submit_callable(node: JobNode, spec: JobSpec) -> str:
         res = plan.stages[node.stage].resources
@@ -176,5 +176,6 @@ def submit_run(
     # submitit runs sbatch itself, so it is used only where Slurm's commands run directly.
     submitit = isinstance(backend, SlurmCLI) and not getattr(backend.runner, "prefix", ())
     with store.lock():
-        ctx = context(store, hold=hold, submitit=submitit)
-        return submit(store.plan(), backend, store, ctx, resume=resume, progress=progress)
+        plan = store.plan()
+        ctx = context(store, hold=hold, submitit=submitit, plan=plan)
+        return submit(plan, backend, store, ctx, resume=resume, progress=progress)

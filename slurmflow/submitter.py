@@ -47,7 +47,7 @@ def _outcome(tasks: list[JobInfo]) -> str:
 
 
 def _resolve_finished_parents(
-    plan: Plan, node: JobNode, outcomes: Mapping[str, str], skipped: set[str]
+    node: JobNode, outcomes: Mapping[str, str], skipped: set[str]
 ) -> tuple[frozenset[str], bool]:
     """Edges to parents that already finished. Slurm forgets a finished job after MinJobAge and then
     rejects (24.11) or ignores (22.05) a dependency on it, so those edges are resolved here.
@@ -114,7 +114,7 @@ def submit(
     for node in plan.nodes:
         if node.key in ids or node.key in skipped:
             continue
-        dropped, runnable = _resolve_finished_parents(plan, node, outcomes, skipped)
+        dropped, runnable = _resolve_finished_parents(node, outcomes, skipped)
         if not runnable:
             skipped.add(node.key)
             store.append({"event": "skipped", "node": node.key, "why": "a parent already ended so it can never run"})

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from slurmflow import config
 from slurmflow.errors import SlurmflowError
-from slurmflow.model import Stage
+from slurmflow.model import Plan, Stage
 from slurmflow.runner import Child, SubprocessRunner, run_child
 from slurmflow.store import RunStore
 
@@ -46,10 +46,10 @@ class Prepared:
     status: dict[str, object]
 
 
-def prepare(store: RunStore, key: str, array_index: int | None) -> Prepared:
+def prepare(store: RunStore, key: str, array_index: int | None, plan: Plan | None = None) -> Prepared:
     """Find the trial (chunk offset + array index), compose its config from the run's snapshot,
     and build the environment the stage runs in."""
-    plan = store.plan()
+    plan = plan or store.plan()
     node = plan.node(key)
     stage = plan.stages[node.stage]
     launch = store.read_json("launch.json")
@@ -127,14 +127,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     task_id = os.environ.get("SLURM_ARRAY_TASK_ID")
     array_index = int(task_id) if task_id is not None else None
     store = RunStore(Path(args[0]))
-    if store.plan().stages[store.plan().node(args[1]).stage].callable:
+    plan = store.plan()  # parsed once per task
+    if plan.stages[plan.node(args[1]).stage].callable:
         try:
             call_stage(args[0], args[1], array_index)
         except Exception as exc:
             print(f"slurmflow task: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
         return 0
-    p = prepare(store, args[1], array_index)
+    p = prepare(store, args[1], array_index, plan)
     try:
         if p.stage.command is None:
             raise SlurmflowError(f"stage {p.stage.name} has no command")
