@@ -25,7 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from slurmflow.errors import UsageError
-from slurmflow.model import Checkpoint, DepKind, Resources, RetryPolicy, Stage, StageDep
+from slurmflow.model import Checkpoint, DepKind, GpuSampling, IdleRule, Resources, RetryPolicy, Stage, StageDep
 from slurmflow.sweep import Axis
 
 DEP_FIELDS = {
@@ -44,6 +44,8 @@ STAGE_FIELDS = {
     "requeue",
     "retry",
     "checkpoint",
+    "gpu_sampling",
+    "gpu_idle",
     *DEP_FIELDS,
 }
 RETRY_FIELDS = {
@@ -96,6 +98,25 @@ def slurm_time(value: object, where: str) -> str:
     days, rest = divmod(seconds, 86400)
     clock = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
     return f"{days}-{clock}" if days else clock
+
+
+def seconds(value: object, where: str) -> float:
+    """A duration in seconds: a number of seconds, '90s', '30m', '2h', '1d' or Slurm's H:MM:SS."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value <= 0:
+            raise UsageError(f"{where}: {value!r} must be a positive number of seconds")
+        return float(value)
+    text = str(value).strip()
+    m = _HUMAN_TIME.match(text)
+    if m:
+        out = float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)[0].lower()]
+    elif _SLURM_TIME.match(text) and ":" in text:
+        out = (Resources(time=text).hours() or 0.0) * 3600
+    else:
+        raise UsageError(f"{where}: {text!r} is not a duration: write 30s, 10m, 2h or a number of seconds")
+    if out <= 0:
+        raise UsageError(f"{where}: {text!r} must be positive")
+    return out
 
 
 def _one_line(exc: BaseException) -> str:
@@ -162,6 +183,12 @@ def _compose(config_dir: Path, config_name: str, overrides: Sequence[str]) -> Di
         if "not in struct" in str(exc) or "Could not override" in msg:
             key = re.search(r"Could not override '([^']+)'", msg)
             name = key.group(1) if key else msg
+            # The missing key may sit inside the value: `a={b: 1}` where a has no b.
+            inner: BaseException | None = exc
+            while inner is not None:
+                full = getattr(inner, "full_key", None)
+                name = full if full and full.startswith(name + ".") else name
+                inner = inner.__cause__
             raise UsageError(
                 f"override {name}: no such key in the config; fix the name, or add it with +{name}=..."
             ) from exc
@@ -286,6 +313,61 @@ def _checkpoint(raw: object, where: str) -> Checkpoint | None:
     return Checkpoint(**out)
 
 
+GPU_SAMPLING_FIELDS = {"enabled", "interval", "flush", "source"}
+IDLE_FIELDS = {"below", "for", "action", "gpus"}
+_PHASE = r"(busy|half|idle|error)(\*\d+)?"
+_FAKE_SOURCE = re.compile(rf"^fake(:(noinit|{_PHASE}(,{_PHASE})*))?$")
+
+
+def _gpu_sampling(raw: object, where: str) -> GpuSampling:
+    if raw is None or raw is True:
+        return GpuSampling()
+    if raw is False:
+        return GpuSampling(enabled=False)
+    raw = _fields(
+        raw, where, GPU_SAMPLING_FIELDS, f"true, false or a mapping of {', '.join(sorted(GPU_SAMPLING_FIELDS))}"
+    )
+    out: dict[str, Any] = {"enabled": bool(raw.get("enabled", True))}
+    if "interval" in raw:
+        out["interval"] = seconds(raw["interval"], f"{where}.interval")
+        if not 0.1 <= out["interval"] <= 3600:
+            raise UsageError(
+                f"{where}.interval: {raw['interval']!r} must be from 0.1 s to 1 h (1 s is NVML's own window)"
+            )
+    if "flush" in raw:
+        out["flush"] = seconds(raw["flush"], f"{where}.flush")
+    if "source" in raw:
+        source = str(raw["source"])
+        if source != "nvml" and not _FAKE_SOURCE.match(source):
+            raise UsageError(
+                f"{where}.source: {source!r} is not nvml or fake:<phases> (busy, half, idle or error, "
+                "each with an optional *count: fake:busy*30,idle)"
+            )
+        out["source"] = source
+    return GpuSampling(**out)
+
+
+def _gpu_idle(raw: object, where: str) -> IdleRule | None:
+    if raw is None or raw is False:
+        return None
+    raw = _fields(raw, where, IDLE_FIELDS, f"a mapping of {', '.join(sorted(IDLE_FIELDS))}")
+    out: dict[str, Any] = {}
+    if "below" in raw:
+        below = raw["below"]
+        if not isinstance(below, (int, float)) or isinstance(below, bool) or not 0 < below <= 100:
+            raise UsageError(f"{where}.below: {below!r} must be a utilisation percentage above 0, at most 100")
+        out["below"] = float(below)
+    if "for" in raw:
+        out["for_s"] = seconds(raw["for"], f"{where}.for")
+    action = str(raw.get("action", "warn"))
+    if action not in ("warn", "cancel"):
+        raise UsageError(f"{where}.action: {action!r} must be warn or cancel")
+    gpus = str(raw.get("gpus", "all"))
+    if gpus not in ("all", "any"):
+        raise UsageError(f"{where}.gpus: {gpus!r} must be all (the task's GPUs all idle) or any (one idle)")
+    return IdleRule(**out, action=action, gpus=gpus)
+
+
 def parse_stage(name: str, raw: object) -> Stage:
     where = f"stages.{name}"
     if not _STAGE_NAME.match(name):
@@ -311,6 +393,9 @@ def parse_stage(name: str, raw: object) -> Stage:
     max_parallel = raw.get("max_parallel")
     if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
         raise UsageError(f"{where}.max_parallel: {max_parallel!r} must be a whole number >= 1")
+    resources = _resources(raw.get("resources"), f"{where}.resources")
+    if raw.get("gpu_idle") and not resources.gpus:
+        raise UsageError(f"{where}.gpu_idle: the stage asks for no GPUs: set resources.gpus or drop gpu_idle")
     return Stage(
         name=name,
         command=command,
@@ -318,11 +403,13 @@ def parse_stage(name: str, raw: object) -> Stage:
         per_trial=bool(raw.get("per_trial", False)),
         deps=deps,
         singleton=bool(raw.get("singleton", False)),
-        resources=_resources(raw.get("resources"), f"{where}.resources"),
+        resources=resources,
         max_parallel=max_parallel,
         requeue=raw.get("requeue"),
         retry=_retry(raw.get("retry"), f"{where}.retry"),
         checkpoint=_checkpoint(raw.get("checkpoint"), f"{where}.checkpoint"),
+        gpu=_gpu_sampling(raw.get("gpu_sampling"), f"{where}.gpu_sampling"),
+        gpu_idle=_gpu_idle(raw.get("gpu_idle"), f"{where}.gpu_idle"),
     )
 
 

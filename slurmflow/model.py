@@ -237,6 +237,30 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
+class GpuSampling:
+    """The in-job GPU sampler of a stage with GPUs: one NVML reading of each allocated GPU every
+    `interval` seconds, appended to the trial directory and flushed every `flush` seconds.
+    `source` is `nvml`, or `fake:<pattern>` (a scripted GPU, for tests and demos)."""
+
+    enabled: bool = True
+    interval: float = 1.0
+    flush: float = 10.0
+    source: str = "nvml"
+
+
+@dataclass(frozen=True)
+class IdleRule:
+    """Flag (or cancel) a task whose GPUs stay below `below` percent for `for_s` seconds.
+    `gpus: all` looks at the task's busiest GPU (the task is doing nothing on the GPU);
+    `any` at its idlest (one allocated GPU is wasted)."""
+
+    below: float = 5.0
+    for_s: float = 1800.0
+    action: str = "warn"  # warn | cancel
+    gpus: str = "all"  # all | any
+
+
+@dataclass(frozen=True)
 class Stage:
     """One step of an experiment: a command or a Python callable, once or once per trial."""
 
@@ -251,6 +275,8 @@ class Stage:
     requeue: bool | None = None
     retry: RetryPolicy = RetryPolicy()
     checkpoint: Checkpoint | None = None
+    gpu: GpuSampling = GpuSampling()
+    gpu_idle: IdleRule | None = None
 
 
 @dataclass(frozen=True)

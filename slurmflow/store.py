@@ -27,7 +27,20 @@ from pathlib import Path
 from typing import Any
 
 from slurmflow.errors import UsageError
-from slurmflow.model import Checkpoint, DepKind, Edge, JobNode, Plan, Resources, RetryPolicy, Stage, StageDep, Trial
+from slurmflow.model import (
+    Checkpoint,
+    DepKind,
+    Edge,
+    GpuSampling,
+    IdleRule,
+    JobNode,
+    Plan,
+    Resources,
+    RetryPolicy,
+    Stage,
+    StageDep,
+    Trial,
+)
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
@@ -46,6 +59,8 @@ def plan_from_dict(doc: Mapping[str, Any]) -> Plan:
                 "resources": Resources(**{**s["resources"], "extra": tuple(s["resources"]["extra"])}),
                 "retry": RetryPolicy(**{**s["retry"], "exit_codes": tuple(s["retry"]["exit_codes"])}),
                 "checkpoint": Checkpoint(**s["checkpoint"]) if s.get("checkpoint") else None,
+                "gpu": GpuSampling(**s.get("gpu", {})),
+                "gpu_idle": IdleRule(**s["gpu_idle"]) if s.get("gpu_idle") else None,
             }
         )
         for name, s in doc["stages"].items()

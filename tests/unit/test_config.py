@@ -160,3 +160,43 @@ def test_oom_retry_fields(cfgdir: Path) -> None:
         config.load(cfgdir, "config", ["+stages.train.retry.oom_mem_factor=0.5"])
     with pytest.raises(UsageError, match="is not a size"):
         config.load(cfgdir, "config", ["+stages.train.retry.oom_mem_cap=huge"])
+
+
+def test_gpu_sampling_and_idle_rule(cfgdir: Path) -> None:
+    train = config.load(cfgdir, "config", []).stages["train"]
+    assert train.gpu.enabled and train.gpu.interval == 1.0 and train.gpu.source == "nvml"
+    assert train.gpu_idle is not None and (train.gpu_idle.below, train.gpu_idle.for_s, train.gpu_idle.action) == (
+        5.0,
+        600.0,
+        "warn",
+    )
+    exp = config.load(
+        cfgdir,
+        "config",
+        [
+            "stages.train.gpu_idle={below: 10, for: '1:30:00', action: cancel}",
+            "+stages.train.gpu_idle.gpus=any",
+            "stages.train.gpu_sampling=false",
+        ],
+    )
+    rule = exp.stages["train"].gpu_idle
+    assert rule is not None and (rule.below, rule.for_s, rule.action, rule.gpus) == (10.0, 5400.0, "cancel", "any")
+    assert not exp.stages["train"].gpu.enabled
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("stages.train.gpu_idle.below=0", "must be a utilisation percentage"),
+        ("stages.train.gpu_idle.for=soon", "is not a duration"),
+        ("stages.train.gpu_idle.action=kill", "must be warn or cancel"),
+        ("+stages.train.gpu_idle.every=1", "unknown field 'every'"),
+        ("stages.train.gpu_sampling.interval=0.001", "from 0.1 s to 1 h"),
+        ("+stages.train.gpu_sampling.source=fake:bogus", "is not nvml or fake:<phases>"),
+        ("+stages.prep.gpu_idle={below: 5}", "the stage asks for no GPUs"),
+        ("stages.train.gpu_idle={gpus: any}", "override stages.train.gpu_idle.gpus: no such key"),
+    ],
+)
+def test_bad_gpu_settings(cfgdir: Path, override: str, needle: str) -> None:
+    with pytest.raises(UsageError, match=needle):
+        config.load(cfgdir, "config", [override])

@@ -1,0 +1,259 @@
+"""The GPU sampler's pure core: GPU mapping, the sample format, summaries, idle rules, sparklines;
+and the sampler itself on the scripted source (and on a stand-in for the pynvml module)."""
+
+from __future__ import annotations
+
+import sys
+import time
+import types
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slurmflow import gpustats
+from slurmflow.gpu import FakeSource, GpuIdentity, NvmlSource, Sampler, SourceUnavailable, select_gpus
+from slurmflow.gpustats import IdleDetector, Reading
+from slurmflow.model import GpuSampling, IdleRule
+
+# A node whose NVML order differs from its /dev/nvidiaN numbering (it happens: NVML orders by PCI bus).
+NODE = [
+    GpuIdentity(0, "GPU-aaaa-0000", minor=2),
+    GpuIdentity(1, "GPU-bbbb-1111", minor=0),
+    GpuIdentity(2, "GPU-cccc-2222", minor=3),
+    GpuIdentity(3, "GPU-dddd-3333", minor=1),
+]
+
+
+@pytest.mark.parametrize(
+    ("env", "uuids", "how"),
+    [
+        ({"CUDA_VISIBLE_DEVICES": "GPU-cccc-2222,GPU-aaaa"}, ["GPU-cccc-2222", "GPU-aaaa-0000"], "UUIDs"),
+        # cgroups renumber CUDA_VISIBLE_DEVICES from 0; SLURM_JOB_GPUS keeps the node's numbering.
+        ({"CUDA_VISIBLE_DEVICES": "0", "SLURM_JOB_GPUS": "3"}, ["GPU-cccc-2222"], "minor numbers"),
+        ({"SLURM_JOB_GPUS": "0,1"}, ["GPU-bbbb-1111", "GPU-dddd-3333"], "minor numbers"),
+        ({"CUDA_VISIBLE_DEVICES": "1"}, ["GPU-bbbb-1111"], "indices"),
+        ({"SLURMFLOW_GPU_UUIDS": "GPU-dddd", "SLURM_JOB_GPUS": "0"}, ["GPU-dddd-3333"], "SLURMFLOW_GPU_UUIDS"),
+        ({}, [], "no GPUs allocated"),
+        ({"CUDA_VISIBLE_DEVICES": ""}, [], "no GPUs allocated"),
+    ],
+)
+def test_select_gpus_maps_the_allocation_not_the_node(env: dict[str, str], uuids: list[str], how: str) -> None:
+    chosen, why = select_gpus(env, NODE)
+    assert [g.uuid for g in chosen] == uuids and how in why
+
+
+def test_select_gpus_without_minor_numbers_uses_nvml_indices() -> None:
+    node = [GpuIdentity(i, f"GPU-{i}") for i in range(4)]
+    chosen, why = select_gpus({"SLURM_JOB_GPUS": "2"}, node)
+    assert [g.uuid for g in chosen] == ["GPU-2"] and "NVML indices" in why
+
+
+def _log(*segments: tuple[float, list[list[int]]], interval: float = 1.0) -> str:
+    """Sample text: per segment (t0, per instant a list of utils, one per GPU)."""
+    out = []
+    for t0, instants in segments:
+        gpus = [{"slot": i, "uuid": f"GPU-{i}", "mem_total_mib": 1000} for i in range(len(instants[0]))]
+        out.append(gpustats.header_line({"t0": t0, "interval": interval, "gpus": gpus}))
+        for k, utils in enumerate(instants):
+            out.append(gpustats.sample_lines(k * interval, [Reading(u, 10 * u, 100, 50) for u in utils]))
+    return "".join(out)
+
+
+def test_parse_round_trip_segments_procs_stops_and_a_torn_line() -> None:
+    text = _log((1000.0, [[10, 90], [20, 80]]), (2000.0, [[30]]))
+    text += gpustats.procs_line(1.0, 0, {42: 512, 7: 1}) + gpustats.stop_line(2.0, "NVML:   GPU is lost\n")
+    text += "3.0,0,5"  # the job was killed mid-line
+    log = gpustats.parse(text)
+    assert len(log.segments) == 2 and [s.segment for s in log.series] == [0, 0, 1]
+    assert log.series[0].t == [1000.0, 1001.0] and log.series[0].util == [10, 20] and log.series[1].util == [90, 80]
+    assert log.series[2].t == [2000.0] and log.series[2].mem_mib == [300]
+    assert log.procs == {2: {7: 1, 42: 512}} and log.stops == ["NVML: GPU is lost"]
+
+
+def test_percentiles_are_exact_from_the_histogram() -> None:
+    hist = Counter(range(1, 101))  # 1..100 once each
+    assert gpustats.percentile(hist, 50) == 50 and gpustats.percentile(hist, 95) == 95
+    assert gpustats.percentile(hist, 100) == 100 and gpustats.percentile({}, 50) is None
+    assert gpustats.percentile({0: 90, 100: 10}, 95) == 100
+
+
+def test_task_summary_figures() -> None:
+    # 2 GPUs x 4 one-second samples: GPU 0 busy (100), GPU 1 idle (0) except one 50: 450 / 8 = 56.25%.
+    log = gpustats.parse(_log((0.0, [[100, 0], [100, 0], [100, 50], [100, 0]])))
+    s = gpustats.summarise_task(log, gpus=2)
+    assert s.samples == 8 and s.util_mean == pytest.approx(56.25) and s.util_median == 50
+    assert s.util_p95 == 100 and s.idle_fraction == pytest.approx(3 / 8) and s.peak_mem_mib == 1000
+    assert s.gpu_hours_allocated == pytest.approx(2 * 4 / 3600)  # span 3 s + one interval
+    assert s.gpu_hours_used == pytest.approx(4.5 / 3600) and s.efficiency == pytest.approx(4.5 / 8)
+    # A task's own wall time (its status file) wins over the span its samples cover.
+    assert gpustats.summarise_task(log, gpus=2, wall_s=3600).gpu_hours_allocated == pytest.approx(2.0)
+
+
+def test_combine_adds_histograms_and_hours() -> None:
+    a = gpustats.summarise_task(gpustats.parse(_log((0.0, [[100], [100]]))), gpus=1)
+    b = gpustats.summarise_task(gpustats.parse(_log((0.0, [[0], [0], [0], [0], [0], [0]]))), gpus=1)
+    c = gpustats.combine([a, b])
+    assert (c.tasks, c.samples, c.util_mean, c.util_median, c.idle_fraction) == (2, 8, 25.0, 0.0, 0.75)
+    assert c.gpu_hours_allocated == pytest.approx(8 / 3600) and c.gpu_hours_used == pytest.approx(2 / 3600)
+    assert gpustats.combine([]).util_mean is None
+
+
+def test_idle_detector_all_any_and_reset() -> None:
+    rule = IdleRule(below=5, for_s=10, action="warn", gpus="all")
+    d = IdleDetector(rule)
+    assert not any(d.feed(t, [0, 90]) for t in range(30))  # one GPU busy: the task is not idle
+    assert not d.feed(30, [1, 2]) and not d.feed(35, [1, 2]) and not d.feed(36, [50, 2])  # reset at 36
+    assert not d.feed(37, [0, 0]) and d.feed(47, [0, 0]) and not d.feed(48, [0, 0])  # fires once
+    anyrule = IdleDetector(IdleRule(below=5, for_s=10, gpus="any"))
+    assert not anyrule.feed(0, [0, 90]) and anyrule.feed(10, [0, 90])
+
+
+def test_idle_periods_after_the_fact() -> None:
+    utils = [[90]] * 3 + [[0]] * 12 + [[90]] * 2 + [[1]] * 5
+    log = gpustats.parse(_log((100.0, utils)))
+    assert gpustats.idle_periods(log, IdleRule(below=5, for_s=10)) == [(103.0, 114.0)]
+
+
+def test_sparkline() -> None:
+    assert gpustats.sparkline([0, 0, 100, 100], width=4) == "▁▁██"
+    assert len(gpustats.sparkline(list(range(1000)), width=30)) == 30 and gpustats.sparkline([]) == ""
+
+
+def test_fake_source_phases() -> None:
+    fake = FakeSource("fake:busy*2,idle*1,error", "gpu1")
+    assert [g.uuid for g in fake.inventory()][:1] == ["GPU-fake-gpu1-0"]
+    busy = fake.read([0, 2])
+    assert len(busy) == 2 and all(r.util >= 90 for r in busy) and fake.processes(0)
+    fake.read([0])
+    assert fake.read([0])[0].util <= 2 and fake.processes(0) == {}
+    with pytest.raises(RuntimeError, match="GPU is lost"):
+        fake.read([0])
+    with pytest.raises(SourceUnavailable, match="Driver Not Loaded"):
+        FakeSource("fake:noinit")
+
+
+def _sample(tmp_path: Path, settings: GpuSampling, seconds: float, **kw: Any) -> tuple[Sampler, gpustats.SampleLog]:
+    path = tmp_path / "gpu.train.csv"
+    sampler = Sampler(path, settings, env={"SLURM_JOB_GPUS": "1"}, meta={"host": "gpu1"}, **kw).start()
+    time.sleep(seconds)
+    sampler.stop()
+    return sampler, gpustats.parse(path.read_text())
+
+
+def test_sampler_samples_the_allocated_gpu_and_fires_the_idle_rule_once(tmp_path: Path) -> None:
+    fired: list[str] = []
+    rule = IdleRule(below=5, for_s=0.3, action="cancel")
+    sampler, log = _sample(
+        tmp_path, GpuSampling(interval=0.1, flush=0.1, source="fake:busy*3,idle"), 1.2, idle=rule, on_idle=fired.append
+    )
+    assert sampler.stopped is None and sampler.samples >= 8
+    assert [s.meta["uuid"] for s in log.series] == ["GPU-fake-gpu1-1"] and log.segments[0]["mapped_by"].startswith(
+        "SLURM"
+    )
+    assert log.series[0].util[:3] == [97, 94, 91] and max(log.series[0].util[3:]) <= 2
+    assert fired == ["the task's GPUs all stayed below 5% utilisation for 0.3 s"]
+
+
+@pytest.mark.parametrize(
+    ("source", "why"),
+    [
+        ("fake:noinit", "NVML did not start: Driver Not Loaded"),
+        ("fake:busy*2,error", "5 readings in a row failed, last: GPU is lost"),
+    ],
+)
+def test_sampler_records_why_it_stopped(tmp_path: Path, source: str, why: str) -> None:
+    sampler, log = _sample(tmp_path, GpuSampling(interval=0.1, source=source), 1.0)
+    assert sampler.stopped is not None and why in sampler.stopped and why in log.stops[0]
+
+
+def test_sampler_never_raises_into_the_job(tmp_path: Path) -> None:
+    def broken(spec: str, host: str) -> FakeSource:
+        raise ZeroDivisionError("a bug in a source")
+
+    sampler, log = _sample(tmp_path, GpuSampling(interval=0.1), 0.3, source_factory=broken)
+    assert sampler.stopped == "sampler error: ZeroDivisionError: a bug in a source" and log.stops
+
+
+class _NvmlStandIn(types.ModuleType):
+    """The slice of pynvml the source uses, with NVML's units (bytes, milliwatts) and errors."""
+
+    class NVMLError(Exception):
+        pass
+
+    NVML_TEMPERATURE_GPU = 0
+
+    def __init__(self) -> None:
+        super().__init__("pynvml")
+        self.calls: list[str] = []
+
+    def nvmlInit(self) -> None:
+        self.calls.append("init")
+
+    def nvmlShutdown(self) -> None:
+        self.calls.append("shutdown")
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
+        return i
+
+    def nvmlDeviceGetUUID(self, h: int) -> bytes:
+        return f"GPU-real-{h}".encode()
+
+    def nvmlDeviceGetName(self, h: int) -> str:
+        return "NVIDIA H100"
+
+    def nvmlDeviceGetMinorNumber(self, h: int) -> int:
+        return 1 - h
+
+    def nvmlDeviceGetPciInfo(self, h: int) -> Any:
+        return types.SimpleNamespace(busId=f"00000000:0{h}:00.0")
+
+    def nvmlDeviceGetMemoryInfo(self, h: int) -> Any:
+        return types.SimpleNamespace(total=80 * 1024**3, used=(h + 1) * 1024**3)
+
+    def nvmlDeviceGetUtilizationRates(self, h: int) -> Any:
+        return types.SimpleNamespace(gpu=88)
+
+    def nvmlDeviceGetPowerUsage(self, h: int) -> int:
+        if h == 1:
+            raise self.NVMLError("Not Supported")
+        return 312_400
+
+    def nvmlDeviceGetTemperature(self, h: int, sensor: int) -> int:
+        return 61
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list[Any]:
+        return [types.SimpleNamespace(pid=4242, usedGpuMemory=2 * 1024**3)]
+
+
+def test_nvml_source_units_optional_fields_and_one_init(monkeypatch: pytest.MonkeyPatch) -> None:
+    nv = _NvmlStandIn()
+    monkeypatch.setitem(sys.modules, "pynvml", nv)
+    source = NvmlSource()
+    inv = source.inventory()
+    assert [(g.index, g.uuid, g.minor, g.mem_total_mib) for g in inv] == [
+        (0, "GPU-real-0", 1, 81920),
+        (1, "GPU-real-1", 0, 81920),
+    ]
+    chosen, _ = select_gpus({"SLURM_JOB_GPUS": "1"}, inv)
+    assert [g.index for g in chosen] == [0]  # /dev/nvidia1 is NVML's device 0 here
+    assert source.read([0, 1]) == [Reading(88, 1024, 312, 61), Reading(88, 2048, None, 61)]
+    assert source.processes(0) == {4242: 2048}
+    source.close()
+    assert nv.calls == ["init", "shutdown"]
+
+
+def test_nvml_source_without_a_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    nv = _NvmlStandIn()
+
+    def no_driver() -> None:
+        raise nv.NVMLError("NVML Shared Library Not Found")
+
+    monkeypatch.setattr(nv, "nvmlInit", no_driver)
+    monkeypatch.setitem(sys.modules, "pynvml", nv)
+    with pytest.raises(SourceUnavailable, match="NVML did not start: NVML Shared Library Not Found"):
+        NvmlSource()
