@@ -209,7 +209,9 @@ def _campaign(store: RunStore, backend: SlurmCLI) -> CampaignStatus:
         accounting_available=result.accounting_available if result else True,
         skipped=sorted(state.skipped),
         actions=[
-            e for e in events if e.get("event") in ("requeued", "rewired", "gave_up", "requeue_failed", "resubmitted")
+            e
+            for e in events
+            if e.get("event") in ("requeued", "rewired", "gave_up", "requeue_failed", "resubmitted", "gpu_idle")
         ],
         moved=state.moved,
     )
@@ -241,6 +243,28 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
             interval = min(60.0, interval * 2) if snapshot == last else args.interval
             last = snapshot
             time.sleep(interval)
+
+
+def cmd_gpu(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import Progress
+
+    from slurmflow import views
+    from slurmflow.usage import collect
+
+    store = RunStore.open(args.run, Path(args.runs_dir))
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("reading GPU samples", total=None)
+        run = collect(store, progress=lambda n: bar.update(task, completed=n))
+    if args.plot:
+        from slurmflow.report import plot
+
+        out = plot(run, Path(args.plot))
+        console.print(f"wrote {out}")
+    if args.json:
+        print(json.dumps(run.to_dict(), indent=2))
+    else:
+        console.print(views.gpu_view(run, limit=len(run.tasks) if args.all else 50))
+    return 0
 
 
 def _select_nodes(store: RunStore, stage: str | None) -> dict[str, str]:
@@ -555,6 +579,20 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--partition", default=None, help="partition of the --as-job monitor (default: cluster's)")
     monitor.add_argument("--reschedule", type=float, default=None, help=argparse.SUPPRESS)
     monitor.set_defaults(func=cmd_monitor)
+
+    gpu = sub.add_parser(
+        "gpu",
+        help="GPU utilisation of a run's tasks: sparklines, percentiles, idle share, GPU-hours",
+        description="Read the samples the in-job GPU sampler wrote for each task and summarise them per "
+        "task, stage and campaign: mean, median and 95th percentile utilisation, idle share, peak memory, "
+        "GPU-hours used against allocated, and the idle-GPU rules that fired.",
+    )
+    gpu.add_argument("run", metavar="RUN", help="run id (in --runs-dir) or run directory")
+    gpu.add_argument("--runs-dir", default=os.environ.get(RUNS_ENV, "runs"), help="where run directories are")
+    gpu.add_argument("--plot", metavar="FILE", default=None, help="also write plots: FILE.png or FILE.html")
+    gpu.add_argument("--all", action="store_true", help="every task in the table (default: the first 50)")
+    gpu.add_argument("--json", action="store_true", help="print JSON for scripts")
+    gpu.set_defaults(func=cmd_gpu)
 
     logs = sub.add_parser(
         "logs",

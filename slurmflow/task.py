@@ -21,7 +21,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from slurmflow import config
+from slurmflow import config, gpu
 from slurmflow.errors import SlurmflowError
 from slurmflow.model import Plan, Stage
 from slurmflow.runner import Child, SubprocessRunner, run_child
@@ -44,6 +44,8 @@ class Prepared:
     cwd: str
     status_path: Path
     status: dict[str, object]
+    store: RunStore
+    node: str
 
 
 def prepare(store: RunStore, key: str, array_index: int | None, plan: Plan | None = None) -> Prepared:
@@ -87,9 +89,82 @@ def prepare(store: RunStore, key: str, array_index: int | None, plan: Plan | Non
         "started": time.time(),
         "state": "running",
     }
-    prepared = Prepared(stage, cfg, env, launch["cwd"], workdir / f"{stage.name}.status.json", status)
+    prepared = Prepared(stage, cfg, env, launch["cwd"], workdir / f"{stage.name}.status.json", status, store, node.key)
     _write_status(prepared.status_path, status)
     return prepared
+
+
+def _my_job_id() -> str:
+    """This task's Slurm id: `<array job>_<task>` for an array task, else the job id."""
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array_job}_{task}" if array_job and task else os.environ.get("SLURM_JOB_ID", "")
+
+
+class GpuWatch:
+    """The task's GPU sampler and what its idle rule did: an event in the run's log; with
+    `action: cancel`, the command is stopped and the task cancelled (CANCELLED in Slurm, which
+    the monitor never retries)."""
+
+    def __init__(self, p: Prepared) -> None:
+        self.p = p
+        self.sampler: gpu.Sampler | None = None
+        self.cancelled: str | None = None
+        self._child: Child | None = None
+
+    def start(self, child: Child | None = None) -> GpuWatch:
+        stage = self.p.stage
+        if not stage.resources.gpus or not stage.gpu.enabled:
+            return self
+        self._child = child
+        path = Path(self.p.env["SLURMFLOW_WORKDIR"]) / f"gpu.{stage.name}.csv"
+        meta = {k: self.p.status[k] for k in ("stage", "node", "job_id", "array_task", "restart", "host")}
+        self.sampler = gpu.Sampler(
+            path, stage.gpu, env=self.p.env, meta=meta, idle=stage.gpu_idle, on_idle=self._idle
+        ).start()
+        return self
+
+    def _idle(self, why: str) -> None:
+        rule = self.p.stage.gpu_idle
+        assert rule is not None
+        me = _my_job_id() or self.p.node
+        event = {"event": "gpu_idle", "task": me, "node": self.p.node, "action": rule.action, "why": why}
+        self.p.store.append({**event, "t": time.time()})
+        if rule.action != "cancel":
+            gpu.note(f"GPU idle: {why} (warning only)")
+            return
+        gpu.note(f"GPU idle: {why}: stopping the command and cancelling the task")
+        self.cancelled = why
+        child = self._child
+        if child is None:  # a callable runs in this very process: cancelling the task stops it
+            self.cancel_self()
+        elif child.proc.poll() is None:
+            child.proc.terminate()
+            timer = threading.Timer(30, _kill_if_running, (child,))
+            timer.daemon = True
+            timer.start()
+
+    def stop(self) -> None:
+        if self.sampler is None:
+            return
+        self.sampler.stop()
+        self.p.status["gpu_samples"] = self.sampler.samples
+        if self.sampler.stopped:
+            self.p.status["gpu_sampler"] = f"stopped: {self.sampler.stopped}"
+            gpu.note(f"GPU sampler stopped: {self.sampler.stopped}")
+
+    def cancel_self(self) -> int:
+        """After an idle cancel: record it, then cancel this task in Slurm."""
+        self.p.status.update(state="cancelled", reason=f"GPU idle: {self.cancelled}", ended=time.time())
+        _write_status(self.p.status_path, self.p.status)
+        me = _my_job_id()
+        if me:
+            SubprocessRunner(timeout=60).run(["scancel", me])
+        return 1
+
+
+def _kill_if_running(child: Child) -> None:
+    if child.proc.poll() is None:
+        child.proc.kill()
 
 
 def _finish(p: Prepared, code: int, result: object = None) -> None:
@@ -109,12 +184,15 @@ def call_stage(run_dir: str, key: str, array_index: int | None) -> object:
     os.chdir(p.cwd)
     if p.cwd not in sys.path:
         sys.path.insert(0, p.cwd)
+    watch = GpuWatch(p).start()
     try:
         func = getattr(importlib.import_module(module_name), func_name)
         result = func(p.cfg)
     except BaseException:
+        watch.stop()
         _finish(p, 1)
         raise
+    watch.stop()
     _finish(p, 0, result)
     return result
 
@@ -148,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.status.update(state="requeued", exit_code=code, ended=time.time())
         _write_status(p.status_path, p.status)
         return 0
+    if p.status.get("state") == "cancelled":  # by its GPU idle rule: already recorded
+        return code
     _finish(p, code)
     return code
 
@@ -173,15 +253,20 @@ def _run_command(p: Prepared, words: list[str]) -> tuple[int, bool]:
             timer.start()
 
     child = run_child(words, cwd=p.cwd, env=p.env, forward=sorted(forward), on_signal=on_signal)
-    code = child.wait()
+    watch = GpuWatch(p).start(child)
+    try:
+        code = child.wait()
+    finally:
+        watch.stop()
+    if watch.cancelled:
+        return watch.cancel_self(), False
     if cp is None or cp_signal not in child.received:
         return code, False
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
     if restarts >= cp.max_restarts:
         print(f"slurmflow task: {restarts} restarts used (max_restarts): not requeued", file=sys.stderr)
         return code, False
-    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    me = f"{array_job}_{task}" if array_job and task else os.environ.get("SLURM_JOB_ID", "")
+    me = _my_job_id()
     SubprocessRunner(timeout=60).run(["scontrol", "requeue", me])
     print(f"slurmflow task: requeued {me} (restart {restarts + 1} of {cp.max_restarts})", file=sys.stderr)
     return code, True

@@ -10,10 +10,11 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from slurmflow import sbatch, slurm_text
+from slurmflow import gpustats, sbatch, slurm_text
 from slurmflow.launch import Prepared
 from slurmflow.model import JobInfo, JobNode, Plan
 from slurmflow.status import CampaignStatus
+from slurmflow.usage import RunGpu
 
 
 def _resources(prep: Prepared, stage_name: str) -> str:
@@ -191,11 +192,12 @@ def status_view(st: CampaignStatus, *, tasks: bool = False) -> Group:
             )
         parts.append(tt)
     if st.actions:
-        at = Table(title="monitor actions (latest last)")
+        at = Table(title="actions: monitor and idle-GPU rules (latest last)")
         for col in ("action", "task", "why"):
             at.add_column(col)
         for a in st.actions[-10:]:
-            at.add_row(str(a.get("event")), str(a.get("task")), str(a.get("why")))
+            what = str(a.get("event")) + (f" ({a['action']})" if a.get("action") else "")
+            at.add_row(what, str(a.get("task")), str(a.get("why")))
         parts.append(at)
     footer = f"elapsed {_duration(st.elapsed_s)}"
     if not st.done:
@@ -206,4 +208,90 @@ def status_view(st: CampaignStatus, *, tasks: bool = False) -> Group:
         footer += f"; skipped (could never run): {', '.join(st.skipped)}"
     parts.append(Text(footer))
     parts.extend(Text(n, style="bold yellow") for n in st.notes)
+    return Group(*parts)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
+
+
+def _mib(value: int | None) -> str:
+    return "-" if value is None else f"{value / 1024:.1f} GiB"
+
+
+def gpu_view(run: RunGpu, *, limit: int = 50) -> RenderableType:
+    """Per task: utilisation at a glance (a sparkline), percentiles, idle share, memory, GPU-hours;
+    then per stage and for the campaign."""
+    parts: list[RenderableType] = []
+    tt = Table(title=f"GPU use of {run.run_id}, per task")
+    for col in (
+        "task",
+        "stage",
+        "trial",
+        "GPUs",
+        "utilisation over time",
+        "mean",
+        "p95",
+        "idle",
+        "peak mem",
+        "GPU-h used/alloc",
+    ):
+        tt.add_column(col, justify="left" if col in ("task", "stage", "utilisation over time") else "right")
+    shown = [t for t in run.tasks if t.summary is not None]
+    for t in shown[:limit]:
+        s = t.summary
+        assert s is not None and t.log is not None
+        _, util, _ = gpustats.timeline(t.log)
+        idle = "-" if s.idle_fraction is None else f"{s.idle_fraction:.0%}"
+        tt.add_row(
+            t.job_id,
+            t.stage,
+            "-" if t.trial is None else str(t.trial),
+            str(t.gpus),
+            Text(gpustats.sparkline(util, 30), style="green" if (s.util_mean or 0) >= 25 else "red"),
+            _pct(s.util_mean),
+            _pct(s.util_p95),
+            idle,
+            _mib(s.peak_mem_mib),
+            f"{s.gpu_hours_used:.3f}/{s.gpu_hours_allocated:.3f}",
+        )
+    parts.append(tt)
+    if len(shown) > limit:
+        parts.append(Text(f"... {len(shown) - limit} more tasks (--all shows every task, --json gives them all)"))
+    waiting = len(run.tasks) - len(shown)
+    if waiting:
+        parts.append(Text(f"{waiting} GPU tasks have no samples yet (not started, or sampling is off)"))
+    st = Table(title="per stage")
+    for col in (
+        "stage",
+        "tasks",
+        "mean",
+        "median",
+        "p95",
+        "idle",
+        "peak mem",
+        "GPU-h used",
+        "GPU-h allocated",
+        "efficiency",
+    ):
+        st.add_column(col, justify="left" if col == "stage" else "right")
+    for name, s in [*run.stages.items(), ("campaign", run.campaign)]:
+        st.add_row(
+            name,
+            str(s.tasks),
+            _pct(s.util_mean),
+            _pct(s.util_median),
+            _pct(s.util_p95),
+            "-" if s.idle_fraction is None else f"{s.idle_fraction:.0%}",
+            _mib(s.peak_mem_mib),
+            f"{s.gpu_hours_used:.3f}",
+            f"{s.gpu_hours_allocated:.3f}",
+            "-" if s.efficiency is None else f"{s.efficiency:.0%}",
+        )
+    parts.append(st)
+    for e in run.events:
+        parts.append(Text(f"idle GPU: {e.get('task')} ({e.get('action')}): {e.get('why')}", style="bold yellow"))
+    stops = sorted({why for t in shown if t.summary for why in t.summary.stops})
+    for why in stops:
+        parts.append(Text(f"sampler stopped early on some tasks: {why}", style="yellow"))
     return Group(*parts)
