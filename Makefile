@@ -10,7 +10,7 @@ help:
 	@echo "make demo         bring the mini Slurm cluster up and launch the demo campaign on it"
 	@echo "make test         install everything, lint, type-check, start the cluster, run every test"
 	@echo "make unit         the fast tiers only (no cluster)"
-	@echo "make bench        planning, end-to-end launch and cluster benchmarks (figures against baselines)"
+	@echo "make bench        planning, GPU sampler, launch, monitor and cluster benchmarks (against baselines)"
 	@echo "make cluster-down remove the cluster container"
 
 $(BIN)/slurmflow: pyproject.toml
@@ -62,6 +62,7 @@ integration: install cluster-up
 
 bench: install cluster-up
 	$(BIN)/python bench/plan_bench.py
+	$(BIN)/python bench/gpu_bench.py
 	@mkdir -p $(CURDIR)/.mini/bench && chmod 1777 $(CURDIR)/.mini/bench
 	$(CLUSTER) exec -u bob bash -c 'cd $(CURDIR)/.mini/bench && /opt/slurmflow/venv/bin/python /src/bench/launch_bench.py'
 	$(CLUSTER) exec -u bob bash -c 'cd $(CURDIR)/.mini/bench && /opt/slurmflow/venv/bin/python /src/bench/monitor_bench.py'

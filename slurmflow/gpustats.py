@@ -236,6 +236,14 @@ def summarise_task(log: SampleLog, *, gpus: int, wall_s: float | None = None) ->
     )
 
 
+def window(log: SampleLog, start: float, end: float) -> Summary:
+    """Utilisation figures of the samples taken between two instants (epoch seconds)."""
+    hist: Counter[int] = Counter()
+    for s in log.series:
+        hist.update(u for t, u in zip(s.t, s.util, strict=True) if start <= t <= end)
+    return _summary(hist, 1, len(log.series), None, None, 0.0, 0.0, ())
+
+
 def combine(parts: Iterable[Summary]) -> Summary:
     """A stage or a campaign: histograms add, so percentiles stay exact."""
     parts = list(parts)

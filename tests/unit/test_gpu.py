@@ -257,3 +257,9 @@ def test_nvml_source_without_a_driver(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", nv)
     with pytest.raises(SourceUnavailable, match="NVML did not start: NVML Shared Library Not Found"):
         NvmlSource()
+
+
+def test_window_keeps_the_samples_between_two_instants() -> None:
+    log = gpustats.parse(_log((100.0, [[90], [95], [0], [1], [2]])))
+    busy, idle = gpustats.window(log, 100, 101), gpustats.window(log, 102, 104)
+    assert (busy.samples, busy.util_median, idle.samples, idle.util_median) == (2, 90, 3, 1)
