@@ -28,6 +28,7 @@ from slurmflow.store import RunStore, plan_to_dict
 if TYPE_CHECKING:
     from slurmflow.backends.base import Backend
     from slurmflow.launch import Prepared
+    from slurmflow.quota import Fit
     from slurmflow.status import CampaignStatus
 
 # Commands import Hydra (via slurmflow.launch) only when they need it: `--help`, `--version` and
@@ -120,13 +121,25 @@ def _prepare(args: argparse.Namespace, console: Console) -> tuple[Prepared, Back
     return prep, backend, kind
 
 
+def _budget(args: argparse.Namespace, prep: Prepared, backend: Backend, console: Console, *, refuse: bool) -> list[Fit]:
+    """GPU-hours and peak GPUs against what the accounts have left (Slurm backends only): a launch
+    that cannot fit is refused unless --force; plan only says so."""
+    from slurmflow.admin_cli import check_budget
+
+    if not isinstance(backend, SlurmCLI):
+        return []
+    return check_budget(prep, backend, console, force=args.force or not refuse)
+
+
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     from slurmflow import views
 
-    prep, _, kind = _prepare(args, console)
+    prep, backend, kind = _prepare(args, console)
+    fits = _budget(args, prep, backend, console, refuse=False)
     if args.json:
         doc = {
             "backend": kind,
+            "quota": [f.to_dict() for f in fits],
             "plan": plan_to_dict(prep.plan),
             "tasks": prep.plan.tasks(),
             "axes": {a.key: list(a.values) for a in prep.experiment.axes},
@@ -168,6 +181,7 @@ def cmd_launch(args: argparse.Namespace, console: Console) -> int:
     from slurmflow.launch import submit_run, write_run
 
     prep, backend, kind = _prepare(args, console)
+    _budget(args, prep, backend, console, refuse=True)
     store = write_run(prep, Path(args.runs_dir), cwd=Path.cwd(), python=sys.executable, argv=sys.argv)
     store.write_json("backend.json", {"backend": kind, "via": args.via or os.environ.get(PREFIX_ENV)})
     if args.hold and kind == "local":
@@ -459,6 +473,11 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--local-gpus", type=int, default=None, help="GPU slots of the local backend (default: detected)")
     p.add_argument(
+        "--force",
+        action="store_true",
+        help="submit even when the campaign's GPU-hours exceed what the account has left (Slurm holds the rest)",
+    )
+    p.add_argument(
         "--runs-dir",
         default=os.environ.get(RUNS_ENV, "runs"),
         help=f"where run directories go (default: ${RUNS_ENV} or ./runs)",
@@ -479,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"slurmflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from slurmflow.admin_cli import add_parsers
+
     cluster = sub.add_parser(
         "cluster",
         help="show partitions, nodes, GPUs and the limits planning uses",
@@ -604,6 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("task", metavar="TRIAL", type=int, nargs="?", help="trial index, for per-trial stages")
     logs.add_argument("--runs-dir", default=os.environ.get(RUNS_ENV, "runs"), help="where run directories are")
     logs.set_defaults(func=cmd_logs)
+    add_parsers(sub, make_backend)
     return parser
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from slurmflow import sbatch, slurm_text
+from slurmflow import quota, sbatch, slurm_text
 from slurmflow.errors import AccountingUnavailable, CommandError, SlurmError
 from slurmflow.model import ClusterConfig, ClusterInfo, Dependency, JobInfo, JobSpec, QueryResult
+from slurmflow.quota import Assoc, Usage
 from slurmflow.runner import Completed, Runner, SubprocessRunner
 
 
@@ -122,3 +123,43 @@ class SlurmCLI:
             accounts=accounts,
             version=cfg.version,
         )
+
+    # --- accounting: associations, limits and live usage (see quota.py) -------------------------
+
+    def whoami(self) -> str:
+        """The user Slurm will see: the one at the end of the command prefix, if there is one."""
+        return self._run(["id", "-un"]).stdout.strip()
+
+    def associations(self, cluster: str | None = None) -> list[Assoc]:
+        argv = ["sacctmgr", "--noheader", "--parsable2", "show", "assoc", quota.SACCTMGR_FORMAT]
+        return quota.parse_associations(self._run(argv).stdout, cluster)
+
+    def qos_names(self) -> list[str]:
+        done = self._run(["sacctmgr", "--noheader", "--parsable2", "show", "qos", "format=Name"])
+        return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+
+    def admin_level(self, user: str) -> str:
+        done = self._run(["sacctmgr", "--noheader", "--parsable2", "show", "user", user, "format=AdminLevel"])
+        return done.stdout.strip().splitlines()[0] if done.stdout.strip() else "None"
+
+    def default_account(self, user: str) -> str | None:
+        done = self._run(["sacctmgr", "--noheader", "--parsable2", "show", "user", user, "format=DefaultAccount"])
+        return done.stdout.strip() or None
+
+    def usage(self) -> list[Usage]:
+        """Limits next to live usage, from the controller's association manager."""
+        return quota.parse_assoc_mgr(self._run(["scontrol", "show", "assoc_mgr", "flags=assoc"]).stdout)
+
+    def fairshare(self) -> dict[tuple[str, str], str]:
+        """(account, user) -> sshare's fair-share factor (decayed usage against shares)."""
+        done = self._run(["sshare", "--noheader", "--parsable2", "--all", "--format=Account,User,FairShare"])
+        out = {}
+        for line in done.stdout.splitlines():
+            cols = [c.strip() for c in line.split("|")]
+            if len(cols) >= 3:
+                out[(cols[0], cols[1])] = cols[2]
+        return out
+
+    def modify(self, argv: Sequence[str]) -> None:
+        """One `sacctmgr -i modify ...`: Slurm itself decides whether this user may."""
+        self._run(argv)
