@@ -199,14 +199,20 @@ def campaign_fit(prep: Prepared, backend: SlurmCLI) -> list[Fit]:
     return [quota.fit(prep.plan, account, me, usage, stages) for account, stages in by_account.items()]
 
 
-def check_budget(prep: Prepared, backend: SlurmCLI, console: Console, *, force: bool) -> list[Fit]:
-    """Refuse a campaign that cannot fit its GPU-hour budget (unless forced); warn of throttling."""
+def check_budget(
+    prep: Prepared, backend: SlurmCLI, console: Console, *, force: bool, planning: bool = False
+) -> list[Fit]:
+    """Refuse a campaign that cannot fit its GPU-hour budget (unless forced); warn of throttling.
+    Planning refuses nothing: it says what launch would do."""
     fits = campaign_fit(prep, backend)
     for f in fits:
         if f.over_budget:
-            if not force:
+            if planning:
+                console.print(f"[bold yellow]launch would refuse this campaign:[/] {f.refusal()}", highlight=False)
+            elif not force:
                 raise UsageError(f.refusal())
-            console.print(f"[bold yellow]warning (--force):[/] {f.refusal()}", highlight=False)
+            else:
+                console.print(f"[bold yellow]warning (--force):[/] {f.refusal()}", highlight=False)
         if f.throttled:
             console.print(f"[yellow]note:[/] {f.warning()}", highlight=False)
         if f.unbounded and f.gpu_hours_left is not None:

@@ -128,7 +128,7 @@ def _budget(args: argparse.Namespace, prep: Prepared, backend: Backend, console:
 
     if not isinstance(backend, SlurmCLI):
         return []
-    return check_budget(prep, backend, console, force=args.force or not refuse)
+    return check_budget(prep, backend, console, force=args.force, planning=not refuse)
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:

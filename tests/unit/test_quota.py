@@ -82,9 +82,45 @@ def test_applied_file_diffs_to_nothing_and_a_fresh_cluster_to_exact_commands() -
     fresh = [quota.Assoc(a.account, a.user, {f: None for f in quota.FIELDS if f != "qos"}) for a in applied]
     argvs = quota.commands(quota.diff(q, fresh), "mini")
     assert argvs == [
-        ["sacctmgr", "-i", "modify", "account", "where", "name=lab-a", "cluster=mini", "set", "GrpTRES=gres/gpu=6", "GrpTRESMins=gres/gpu=30000", "GrpJobs=50", "GrpSubmitJobs=5000"],
-        ["sacctmgr", "-i", "modify", "user", "where", "name=alice", "account=lab-a", "cluster=mini", "set", "GrpTRES=gres/gpu=4", "MaxSubmitJobs=4000"],
-        ["sacctmgr", "-i", "modify", "account", "where", "name=lab-b", "cluster=mini", "set", "GrpTRES=gres/gpu=2", "GrpTRESMins=gres/gpu=6000"],
+        [
+            "sacctmgr",
+            "-i",
+            "modify",
+            "account",
+            "where",
+            "name=lab-a",
+            "cluster=mini",
+            "set",
+            "GrpTRES=gres/gpu=6",
+            "GrpTRESMins=gres/gpu=30000",
+            "GrpJobs=50",
+            "GrpSubmitJobs=5000",
+        ],
+        [
+            "sacctmgr",
+            "-i",
+            "modify",
+            "user",
+            "where",
+            "name=alice",
+            "account=lab-a",
+            "cluster=mini",
+            "set",
+            "GrpTRES=gres/gpu=4",
+            "MaxSubmitJobs=4000",
+        ],
+        [
+            "sacctmgr",
+            "-i",
+            "modify",
+            "account",
+            "where",
+            "name=lab-b",
+            "cluster=mini",
+            "set",
+            "GrpTRES=gres/gpu=2",
+            "GrpTRESMins=gres/gpu=6000",
+        ],
     ]
     cleared = quota.parse_file({"accounts": {"lab-b": {"gpus": "unlimited"}}})
     assert quota.commands(quota.diff(cleared, applied)) == [
