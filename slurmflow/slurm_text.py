@@ -384,9 +384,10 @@ def classify(err: CommandError) -> CommandError:
     # slurmdbd's messages first: "Connection refused" from the database must not read as the controller.
     if any(s in text for s in _DBD) or ("sacct" in err.argv and "error" in text and "connect" in text):
         cls = AccountingUnavailable
-    elif any(s in text for s in _AMBIGUOUS):
-        cls = SubmissionAmbiguous
-    elif any(s in text for s in _UNAVAILABLE):
+    elif any(s in text for s in _AMBIGUOUS) and "sbatch" in err.argv:
+        cls = SubmissionAmbiguous  # the job may exist: reconcile by name before submitting again
+    elif any(s in text for s in (*_UNAVAILABLE, *_AMBIGUOUS)):
+        # A query or an update that timed out: the controller is busy or restarting; ask again.
         cls = ControllerUnavailable
     elif any(s in text for s in _POLICY):
         cls = PolicyViolation

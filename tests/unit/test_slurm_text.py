@@ -207,3 +207,17 @@ def test_classify(stderr: str, cls: type[CommandError]) -> None:
 def test_classify_recorded_errors_keep_slurm_message() -> None:
     err = st.classify(CommandError(["sbatch"], 1, "", fixture("sbatch_bad_partition.err")))
     assert "Invalid partition name specified" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "cls"),
+    [
+        (["sbatch", "--parsable"], SubmissionAmbiguous),  # the job may exist
+        (["docker", "exec", "-i", "mini", "sbatch", "--parsable"], SubmissionAmbiguous),
+        (["squeue", "--jobs=1"], ControllerUnavailable),  # a query that timed out: ask again
+        (["scontrol", "requeue", "5_1"], ControllerUnavailable),
+    ],
+)
+def test_socket_timeout_is_ambiguous_only_for_a_submission(argv: list[str], cls: type[CommandError]) -> None:
+    err = st.classify(CommandError(argv, 1, "", "slurm_load_jobs error: Socket timed out on send/recv operation"))
+    assert type(err) is cls
