@@ -28,6 +28,7 @@ from slurmflow.gpustats import Reading
 from slurmflow.model import GpuSampling, IdleRule
 
 MIB = 1024 * 1024
+PROCS_EVERY = 10  # samples between two process listings
 MAX_READ_ERRORS = 5  # consecutive failed readings (a GPU fell off the bus) before the sampler stops
 
 
@@ -316,7 +317,8 @@ class Sampler:
             if readings:
                 self.samples += 1
                 out.write(gpustats.sample_lines(dt, readings))
-                for slot, index in enumerate(indices):
+                # Processes change rarely and cost an NVML call per GPU: every PROCS_EVERY samples.
+                for slot, index in enumerate(indices if (self.samples - 1) % PROCS_EVERY == 0 else ()):
                     now_procs = source.processes(index)
                     if now_procs != procs.get(slot):
                         procs[slot] = now_procs
