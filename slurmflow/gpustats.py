@@ -25,6 +25,7 @@ from slurmflow.model import IdleRule
 
 IDLE_BELOW = 5.0  # a GPU sample under this utilisation counts as idle in summaries
 SPARK = "▁▂▃▄▅▆▇█"
+Timeline = tuple[list[float], list[float], list[float]]  # times, mean utilisation, memory MiB
 
 
 @dataclass(frozen=True)
@@ -264,7 +265,7 @@ def combine(parts: Iterable[Summary]) -> Summary:
     )
 
 
-def timeline(log: SampleLog) -> tuple[list[float], list[float], list[float]]:
+def timeline(log: SampleLog) -> Timeline:
     """(times, mean utilisation over the task's GPUs, total memory MiB) per sampling instant."""
     util: dict[float, list[int]] = {}
     mem: dict[float, int] = {}
@@ -275,6 +276,51 @@ def timeline(log: SampleLog) -> tuple[list[float], list[float], list[float]]:
             mem[key] = mem.get(key, 0) + m
     times = sorted(util)
     return times, [sum(util[t]) / len(util[t]) for t in times], [float(mem[t]) for t in times]
+
+
+def downsample(line: Timeline, points: int = 240) -> Timeline:
+    """At most `points` instants, each the mean of a run of consecutive ones: enough for a plot or
+    a sparkline of any run length, small enough to keep beside the samples."""
+    times, util, mem = line
+    if len(times) <= points:
+        return list(times), list(util), list(mem)
+    out: Timeline = ([], [], [])
+    for i in range(points):
+        lo, hi = i * len(times) // points, (i + 1) * len(times) // points
+        for series, source in zip(out, (times, util, mem), strict=True):
+            series.append(round(sum(source[lo:hi]) / (hi - lo), 2))
+    return out
+
+
+def summary_to_cache(summary: Summary, line: Timeline, source_size: int) -> dict[str, Any]:
+    """What a finished task leaves beside its samples, so reports need not parse them again."""
+    return {
+        "source_size": source_size,
+        "summary": summary.to_dict(),
+        "hist": {str(k): v for k, v in summary.hist.items()},
+        "timeline": dict(zip(("t", "util", "mem_mib"), downsample(line), strict=True)),
+    }
+
+
+def summary_from_cache(doc: Mapping[str, Any]) -> tuple[Summary, Timeline]:
+    d = doc["summary"]
+    summary = Summary(
+        tasks=d["tasks"],
+        gpus=d["gpus"],
+        samples=d["samples"],
+        util_mean=d["util_mean"],
+        util_median=d["util_median"],
+        util_p95=d["util_p95"],
+        idle_fraction=d["idle_fraction"],
+        peak_mem_mib=d["peak_mem_mib"],
+        mem_total_mib=d["mem_total_mib"],
+        gpu_hours_allocated=d["gpu_hours_allocated"],
+        gpu_hours_used=d["gpu_hours_used"],
+        hist={int(k): v for k, v in doc["hist"].items()},
+        stops=tuple(d["sampler_stopped"]),
+    )
+    t = doc["timeline"]
+    return summary, (list(t["t"]), list(t["util"]), list(t["mem_mib"]))
 
 
 def sparkline(values: Sequence[float], width: int = 30, top: float = 100.0) -> str:

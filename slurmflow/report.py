@@ -8,7 +8,6 @@ import io
 from pathlib import Path
 from typing import Any
 
-from slurmflow import gpustats
 from slurmflow.errors import UsageError
 from slurmflow.usage import RunGpu
 
@@ -23,20 +22,19 @@ def _figure(run: RunGpu) -> Any:
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise UsageError("--plot needs matplotlib: pip install 'slurmflow[plot]'") from exc
-    sampled = [t for t in run.tasks if t.log is not None and t.log.series]
+    sampled = [t for t in run.tasks if t.timeline[0]]
     if not sampled:
         raise UsageError(f"run {run.run_id} has no GPU samples yet: nothing to plot")
     step = max(1, len(sampled) // MAX_LINES)
     shown = sampled[::step]
-    t0 = min(min(s.t) for t in sampled if t.log for s in t.log.series if s.t)
+    t0 = min(t.timeline[0][0] for t in sampled)
     fig = plt.figure(figsize=(12, 7), constrained_layout=True)
     grid = fig.add_gridspec(2, 3)
     ax_util, ax_mem = fig.add_subplot(grid[0, :2]), fig.add_subplot(grid[1, :2])
     ax_hist = fig.add_subplot(grid[:, 2])
     alpha = 0.9 if len(shown) <= 12 else max(0.15, 6 / len(shown))
     for t in shown:
-        assert t.log is not None
-        times, util, mem = gpustats.timeline(t.log)
+        times, util, mem = t.timeline
         minutes = [(x - t0) / 60 for x in times]
         label = f"{t.stage}[{t.trial}]" if t.trial is not None else t.stage
         ax_util.plot(minutes, util, linewidth=1, alpha=alpha, label=label)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from slurmflow import config, gpu
+from slurmflow import config, gpu, usage
 from slurmflow.errors import SlurmflowError
 from slurmflow.model import Plan, Stage
 from slurmflow.runner import Child, SubprocessRunner, run_child
@@ -148,6 +148,10 @@ class GpuWatch:
             return
         self.sampler.stop()
         self.p.status["gpu_samples"] = self.sampler.samples
+        try:  # `slurmflow gpu` reads this instead of the samples; never worth failing the task for
+            usage.write_cache(self.sampler.path, self.p.stage.resources.gpus, self.p.status_path)
+        except Exception as exc:
+            gpu.note(f"GPU summary not written: {type(exc).__name__}: {exc}")
         if self.sampler.stopped:
             self.p.status["gpu_sampler"] = f"stopped: {self.sampler.stopped}"
             gpu.note(f"GPU sampler stopped: {self.sampler.stopped}")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from slurmflow import gpustats
-from slurmflow.gpustats import SampleLog, Summary
+from slurmflow.gpustats import Summary, Timeline
 from slurmflow.store import RunStore
 
 
@@ -23,8 +23,8 @@ class TaskGpu:
     job_id: str
     gpus: int
     path: Path
-    log: SampleLog | None  # None: no samples yet (pending, or sampling off)
-    summary: Summary | None
+    summary: Summary | None  # None: no samples yet (pending, or sampling off)
+    timeline: Timeline = ([], [], [])
     state: str | None = None  # as the task recorded it (running, completed, failed, cancelled)
 
 
@@ -99,17 +99,46 @@ def _wall(status_path: Path, segments: int, now: float) -> tuple[float | None, s
     return max(0.0, float(doc.get("ended") or now) - float(doc["started"])), state
 
 
+def cache_path(samples: Path) -> Path:
+    return samples.with_name(samples.name.removesuffix(".csv") + ".summary.json")
+
+
+def summarise_file(path: Path, gpus: int, status_path: Path, now: float) -> tuple[Summary, Timeline, str | None]:
+    """A task's summary from its samples: from the cache its wrapper left when that still
+    describes the whole file, else by parsing the samples (a running task)."""
+    cache = cache_path(path)
+    size = path.stat().st_size
+    if cache.exists():
+        try:
+            doc = json.loads(cache.read_text())
+            if doc.get("source_size") == size:
+                summary, line = gpustats.summary_from_cache(doc)
+                return summary, line, _wall(status_path, 1, now)[1]
+        except (OSError, ValueError, KeyError):
+            pass  # a torn or older cache: parse the samples
+    log = gpustats.parse(path.read_text())
+    wall, state = _wall(status_path, len(log.segments), now)
+    return gpustats.summarise_task(log, gpus=gpus, wall_s=wall), gpustats.timeline(log), state
+
+
+def write_cache(path: Path, gpus: int, status_path: Path) -> None:
+    """Called by the task wrapper once its sampler has stopped."""
+    summary, line, _ = summarise_file(path, gpus, status_path, time.time())
+    doc = gpustats.summary_to_cache(summary, line, path.stat().st_size)
+    tmp = cache_path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, separators=(",", ":")))
+    tmp.replace(cache_path(path))
+
+
 def collect(store: RunStore, *, progress: Callable[[int], None] | None = None) -> RunGpu:
     now = time.time()
     tasks = []
     for n, (node, stage, trial, task, job, gpus, path) in enumerate(_task_files(store)):
-        log = summary = None
-        state = None
         if path.exists():
-            log = gpustats.parse(path.read_text())
-            wall, state = _wall(path.with_name(f"{stage}.status.json"), len(log.segments), now)
-            summary = gpustats.summarise_task(log, gpus=gpus, wall_s=wall)
-        tasks.append(TaskGpu(node, stage, trial, task, job, gpus, path, log, summary, state))
+            summary, line, state = summarise_file(path, gpus, path.with_name(f"{stage}.status.json"), now)
+            tasks.append(TaskGpu(node, stage, trial, task, job, gpus, path, summary, line, state))
+        else:
+            tasks.append(TaskGpu(node, stage, trial, task, job, gpus, path, None))
         if progress:
             progress(n + 1)
     stages: dict[str, Summary] = {}

@@ -240,8 +240,8 @@ def gpu_view(run: RunGpu, *, limit: int = 50) -> RenderableType:
     shown = [t for t in run.tasks if t.summary is not None]
     for t in shown[:limit]:
         s = t.summary
-        assert s is not None and t.log is not None
-        _, util, _ = gpustats.timeline(t.log)
+        assert s is not None
+        util = t.timeline[1]
         idle = "-" if s.idle_fraction is None else f"{s.idle_fraction:.0%}"
         tt.add_row(
             t.job_id,

@@ -78,6 +78,10 @@ def test_sampler_in_real_jobs_summaries_idle_warn_and_cancel(mini_cluster: str, 
         summary = gpustats.summarise_task(log, gpus=1)
         assert summary.samples >= 10 and summary.util_mean is not None and summary.util_mean >= 90, summary
         assert summary.idle_fraction == 0 and not log.stops
+        # The wrapper left its summary beside the samples; `slurmflow gpu` reads that instead.
+        cache = json.loads((trial / "gpu.busy.summary.json").read_text())
+        assert cache["source_size"] == (trial / "gpu.busy.csv").stat().st_size
+        assert cache["summary"]["samples"] == summary.samples
         status = json.loads((trial / "wasted.status.json").read_text())
         assert status["state"] == "cancelled" and "GPU idle" in status["reason"], status
     no_nvml = gpustats.parse((run_dir / "stages" / "nonvml" / "gpu.nonvml.csv").read_text())

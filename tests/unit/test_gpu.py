@@ -263,3 +263,28 @@ def test_window_keeps_the_samples_between_two_instants() -> None:
     log = gpustats.parse(_log((100.0, [[90], [95], [0], [1], [2]])))
     busy, idle = gpustats.window(log, 100, 101), gpustats.window(log, 102, 104)
     assert (busy.samples, busy.util_median, idle.samples, idle.util_median) == (2, 90, 3, 1)
+
+
+def test_downsample_keeps_at_most_n_bucket_means() -> None:
+    line = ([float(t) for t in range(1000)], [float(t % 2 * 100) for t in range(1000)], [1.0] * 1000)
+    times, util, mem = gpustats.downsample(line, points=10)
+    assert len(times) == 10 and times[0] == 49.5 and util == [50.0] * 10 and mem == [1.0] * 10
+    assert gpustats.downsample(([1.0], [2.0], [3.0])) == ([1.0], [2.0], [3.0])
+
+
+def test_task_cache_is_used_while_it_describes_the_whole_file(tmp_path: Path) -> None:
+    from slurmflow import usage
+
+    samples = tmp_path / "gpu.train.csv"
+    samples.write_text(_log((0.0, [[100], [0]])))
+    status = tmp_path / "train.status.json"
+    usage.write_cache(samples, 1, status)
+    cached, line, _ = usage.summarise_file(samples, 1, status, 0.0)
+    parsed = gpustats.summarise_task(gpustats.parse(samples.read_text()), gpus=1)
+    assert cached.hist == parsed.hist and cached.util_p95 == parsed.util_p95 and line[1] == [100.0, 0.0]
+    assert cached.gpu_hours_used == pytest.approx(parsed.gpu_hours_used, abs=1e-4)
+    # A requeued task appends a segment: the cache no longer describes the file, the samples are read.
+    with samples.open("a") as out:
+        out.write(_log((10.0, [[50]])))
+    again, line, _ = usage.summarise_file(samples, 1, status, 0.0)
+    assert again.samples == 3 and line[1] == [100.0, 0.0, 50.0]
