@@ -181,7 +181,7 @@ def cmd_launch(args: argparse.Namespace, console: Console) -> int:
     from slurmflow.launch import submit_run, write_run
 
     prep, backend, kind = _prepare(args, console)
-    _budget(args, prep, backend, console, refuse=True)
+    fits = _budget(args, prep, backend, console, refuse=True)
     store = write_run(prep, Path(args.runs_dir), cwd=Path.cwd(), python=sys.executable, argv=sys.argv)
     store.write_json("backend.json", {"backend": kind, "via": args.via or os.environ.get(PREFIX_ENV)})
     if args.hold and kind == "local":
@@ -192,7 +192,7 @@ def cmd_launch(args: argparse.Namespace, console: Console) -> int:
         code = _run_local(backend, ids, console)
     else:
         code = 0
-    _report_launch(args, console, store, prep.plan, ids)
+    _report_launch(args, console, store, prep.plan, ids, fits)
     return code
 
 
@@ -433,7 +433,12 @@ def cmd_resume(args: argparse.Namespace, console: Console) -> int:
 
 
 def _report_launch(
-    args: argparse.Namespace, console: Console, store: RunStore, plan: Plan, ids: dict[str, str]
+    args: argparse.Namespace,
+    console: Console,
+    store: RunStore,
+    plan: Plan,
+    ids: dict[str, str],
+    fits: Sequence[Fit] = (),
 ) -> None:
     from slurmflow import views
 
@@ -443,7 +448,16 @@ def _report_launch(
             by_stage.setdefault(node.stage, []).append(ids[node.key])
     if args.json:
         print(
-            json.dumps({"run_id": store.run_id, "run_dir": str(store.root), "jobs": by_stage, "nodes": ids}, indent=2)
+            json.dumps(
+                {
+                    "run_id": store.run_id,
+                    "run_dir": str(store.root),
+                    "jobs": by_stage,
+                    "nodes": ids,
+                    "quota": [f.to_dict() for f in fits],
+                },
+                indent=2,
+            )
         )
         return
     console.print(views.launch_summary(store.run_id, str(store.root), plan, by_stage))

@@ -168,6 +168,8 @@ def test_cap_of_two_gpus_holds_a_sweep_to_two_at_once(mini_cluster: str, bobdir:
     assert launch.returncode == 0, launch.stderr
     assert "may use 2 GPUs at once" in launch.stderr and "about 3 waves" in launch.stderr, launch.stderr
     run_id = json.loads(launch.stdout)["run_id"]
+    (fit,) = json.loads(launch.stdout)["quota"]
+    assert (fit["account"], fit["peak_gpus"], fit["gpus_cap"], fit["throttled"]) == ("lab-b", 6, 2, True)
     most, reasons, deadline = 0, set(), time.monotonic() + 150
     while time.monotonic() < deadline:
         most = max(most, running_gpu_jobs(mini_cluster))
