@@ -80,7 +80,9 @@ def test_retryable_exit_code_is_retried_and_dependents_run(mini_cluster: str, wo
     train_2 = f"{nodes['train.0']}_2"
     assert [a["task"] for a in actions if a["event"] == "requeued"] == [train_2]
     rewired = {a["task"] for a in actions if a["event"] == "rewired"}
-    assert rewired == {f"{nodes['eval.0']}_2", nodes["final"]}
+    # afterok on the whole array stays failed after the retry: the fan-in is always rewired. The
+    # aftercorr task only when Slurm judged its dependency before the requeue (a race either way).
+    assert nodes["final"] in rewired and rewired <= {f"{nodes['eval.0']}_2", nodes["final"]}, rewired
     states = states_by_stage(mini_cluster, nodes)
     assert states["train"] == [JobState.COMPLETED] * 4 and states["eval"] == [JobState.COMPLETED] * 4
     assert states["final"] == [JobState.COMPLETED]  # the after_ok fan-in ran after the retry
