@@ -265,17 +265,21 @@ def combine(parts: Iterable[Summary]) -> Summary:
     )
 
 
-def timeline(log: SampleLog) -> Timeline:
-    """(times, mean utilisation over the task's GPUs, total memory MiB) per sampling instant."""
-    util: dict[float, list[int]] = {}
-    mem: dict[float, int] = {}
+def _instants(log: SampleLog) -> dict[float, list[tuple[int, int]]]:
+    """(utilisation, memory MiB) of each of the task's GPUs, per sampling instant."""
+    out: dict[float, list[tuple[int, int]]] = {}
     for s in log.series:
         for t, u, m in zip(s.t, s.util, s.mem_mib, strict=True):
-            key = round(t, 1)
-            util.setdefault(key, []).append(u)
-            mem[key] = mem.get(key, 0) + m
-    times = sorted(util)
-    return times, [sum(util[t]) / len(util[t]) for t in times], [float(mem[t]) for t in times]
+            out.setdefault(round(t, 1), []).append((u, m))
+    return out
+
+
+def timeline(log: SampleLog) -> Timeline:
+    """(times, mean utilisation over the task's GPUs, total memory MiB) per sampling instant."""
+    by_t = _instants(log)
+    times = sorted(by_t)
+    util = [sum(u for u, _ in by_t[t]) / len(by_t[t]) for t in times]
+    return times, util, [float(sum(m for _, m in by_t[t])) for t in times]
 
 
 def downsample(line: Timeline, points: int = 240) -> Timeline:
@@ -336,6 +340,11 @@ def sparkline(values: Sequence[float], width: int = 30, top: float = 100.0) -> s
     return "".join(out)
 
 
+def idle_level(rule: IdleRule, utils: Sequence[int]) -> int:
+    """What a rule compares with `below`: the busiest GPU (`all` must be idle) or the idlest (`any`)."""
+    return max(utils) if rule.gpus == "all" else min(utils)
+
+
 class IdleDetector:
     """Streaming idle rule: fed one reading per GPU per instant, it fires once, when the task's
     GPUs (`all`: the busiest; `any`: the idlest) have stayed under `below` for `for_s` seconds."""
@@ -348,8 +357,7 @@ class IdleDetector:
     def feed(self, t: float, utils: Sequence[int]) -> bool:
         if not utils or self.fired:
             return False
-        level = max(utils) if self.rule.gpus == "all" else min(utils)
-        if level >= self.rule.below:
+        if idle_level(self.rule, utils) >= self.rule.below:
             self.since = None
             return False
         if self.since is None:
@@ -362,18 +370,12 @@ class IdleDetector:
 
 def idle_periods(log: SampleLog, rule: IdleRule) -> list[tuple[float, float]]:
     """Every stretch (start, end) that satisfied the rule for at least `for_s`, after the fact."""
-    times, _, _ = timeline(log)
-    by_t: dict[float, list[int]] = {}
-    for s in log.series:
-        for t, u in zip(s.t, s.util, strict=True):
-            by_t.setdefault(round(t, 1), []).append(u)
+    by_t = _instants(log)
     out: list[tuple[float, float]] = []
     start: float | None = None
     last = 0.0
-    for t in times:
-        utils = by_t[t]
-        level = max(utils) if rule.gpus == "all" else min(utils)
-        if level < rule.below:
+    for t in sorted(by_t):
+        if idle_level(rule, [u for u, _ in by_t[t]]) < rule.below:
             start = t if start is None else start
             last = t
         else:
