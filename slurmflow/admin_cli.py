@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,17 +16,11 @@ from rich.table import Table
 
 from slurmflow import quota
 from slurmflow.backends.slurm_cli import SlurmCLI
-from slurmflow.errors import SlurmflowError, UsageError
+from slurmflow.errors import NotPermitted, SlurmflowError, UsageError
 from slurmflow.quota import Fit, Usage
 
 if TYPE_CHECKING:
     from slurmflow.launch import Prepared
-
-
-class NotPermitted(SlurmflowError):
-    """The user lacks a Slurm privilege the command needs."""
-
-    exit_code = 2
 
 
 def _load(path: str) -> quota.QuotaFile:
@@ -40,7 +35,7 @@ def _load(path: str) -> quota.QuotaFile:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise UsageError(f"quota file {path}{where}: malformed YAML: {getattr(exc, 'problem', exc)}") from exc
-    return quota.parse_file(quota.as_yaml_doc(raw))
+    return quota.parse_file(OmegaConf.to_container(raw, resolve=True))
 
 
 def _changes_table(changes: Sequence[quota.Change]) -> Table:
@@ -69,7 +64,7 @@ def cmd_apply(args: argparse.Namespace, console: Console, backend: SlurmCLI) -> 
             {"account": c.account, "user": c.user or None, "field": c.field, "current": c.current, "declared": c.wanted}
             for c in changes
         ],
-        "commands": [quota.show(a) for a in argvs],
+        "commands": [shlex.join(a) for a in argvs],
         "applied": False,
     }
     if not changes:
@@ -80,7 +75,7 @@ def cmd_apply(args: argparse.Namespace, console: Console, backend: SlurmCLI) -> 
     console.print(_changes_table(changes))
     if args.dry_run:
         for a in argvs:
-            console.print(quota.show(a), highlight=False, markup=False, soft_wrap=True)
+            console.print(shlex.join(a), highlight=False, markup=False, soft_wrap=True)
         if args.json:
             print(json.dumps(doc, indent=2))
         return 0
@@ -286,4 +281,4 @@ def _with_backend(cmd: Callable[[argparse.Namespace, Console, SlurmCLI], int], m
     return run
 
 
-__all__ = ["NotPermitted", "add_parsers", "check_budget"]
+__all__ = ["add_parsers", "check_budget"]

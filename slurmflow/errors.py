@@ -2,6 +2,7 @@
 
 SlurmflowError
 ├── UsageError                 bad input a user can fix: one line, exit code 2, nothing submitted
+├── NotPermitted               the user lacks a Slurm privilege the command needs (exit code 2)
 ├── CommandError               a command exited non-zero: argv, exit code, stdout, stderr
 │   ├── CommandTimeout         it ran past its timeout and was killed
 │   ├── CommandNotFound        the program is not installed (or not on PATH)
@@ -26,6 +27,12 @@ class SlurmflowError(Exception):
 
 class UsageError(SlurmflowError):
     """Input a user can fix. The message is one line naming what is wrong and how to fix it."""
+
+    exit_code = 2
+
+
+class NotPermitted(SlurmflowError):
+    """The user lacks a Slurm privilege the command needs; the message names it."""
 
     exit_code = 2
 

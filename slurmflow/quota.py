@@ -21,10 +21,8 @@ Quota file (configs/quota/*.yaml); a field left out is not managed, `unlimited` 
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from slurmflow.errors import UsageError
 from slurmflow.model import Plan
@@ -223,10 +221,6 @@ def commands(changes: Sequence[Change], cluster: str | None = None) -> list[list
         kind = "user" if user else "account"
         out.append(["sacctmgr", "-i", "modify", kind, *where, "set", *(_option(c) for c in items)])
     return out
-
-
-def show(argv: Sequence[str]) -> str:
-    return shlex.join(argv)
 
 
 def describe(field: str, value: Value) -> str:
@@ -460,10 +454,3 @@ def admin_refusal(user: str, level: str) -> str:
 
 def is_admin(level: str) -> bool:
     return level.strip().lower() in ("administrator", "operator")
-
-
-def as_yaml_doc(raw: Any) -> Any:
-    """OmegaConf containers -> plain Python, for parse_file."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(raw, resolve=True)
