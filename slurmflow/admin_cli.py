@@ -175,20 +175,17 @@ def cmd_quota(args: argparse.Namespace, console: Console, backend: SlurmCLI) -> 
 
 def campaign_fit(prep: Prepared, backend: SlurmCLI) -> list[Fit]:
     """The campaign against each account it charges; [] when Slurm has no accounting to ask."""
-    me = backend.whoami()
+    me = prep.cluster.user or backend.whoami()
     try:
         usage = backend.usage()
     except SlurmflowError:
         return []
-    default = None
+    default = next((u.account for u in usage if u.user == me and u.default), None)
     by_account: dict[str, list[str]] = {}
     for name, stage in prep.plan.stages.items():
         if not stage.resources.gpus:
             continue
-        account = stage.resources.account
-        if account is None:
-            default = default or backend.default_account(me)
-            account = default
+        account = stage.resources.account or default
         if account:
             by_account.setdefault(account, []).append(name)
     return [quota.fit(prep.plan, account, me, usage, stages) for account, stages in by_account.items()]

@@ -297,6 +297,7 @@ class ClusterInfo:
     partition_gpus: Mapping[str, int] = field(default_factory=dict)  # partition -> most GPUs on one node
     default_partition: str | None = None
     accounts: frozenset[str] | None = None  # the user's accounts; None when unknown
+    user: str | None = None  # who submits (the user at the end of a command prefix); None when unknown
     version: str = "unknown"
 
 

@@ -254,6 +254,7 @@ class Usage:
     jobs_running: int = 0
     submit_limit: int | None = None
     jobs_submitted: int = 0
+    default: bool = False  # the user's default association (DefAssoc): where jobs without --account go
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -330,6 +331,7 @@ def parse_assoc_mgr(text: str) -> list[Usage]:
                 jobs_running=int(running),
                 submit_limit=submit,
                 jobs_submitted=int(submitted),
+                default=bool(user) and rec.get("DefAssoc") == "Yes",
             )
         )
     return out

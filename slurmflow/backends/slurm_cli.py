@@ -89,16 +89,19 @@ class SlurmCLI:
     def nodes(self) -> list[dict[str, str | int]]:
         return slurm_text.parse_sinfo(self._run(slurm_text.SINFO_ARGV).stdout)
 
-    def _accounts(self) -> frozenset[str] | None:
-        """The accounts the submitting user has associations with; None without accounting."""
+    def _accounts(self) -> tuple[str | None, frozenset[str] | None]:
+        """The submitting user, and the accounts they have associations with (None without accounting)."""
         try:
-            me = self._run(["id", "-un"]).stdout.strip()
+            me = self.whoami()
+        except SlurmError:
+            return None, None
+        try:
             rows = self._run(
                 ["sacctmgr", "--noheader", "--parsable2", "show", "assoc", f"users={me}", "format=Account"]
             )
         except SlurmError:
-            return None  # no accounting: the account is left for sbatch to check
-        return frozenset(line.strip() for line in rows.stdout.splitlines() if line.strip()) or None
+            return me, None  # no accounting: the account is left for sbatch to check
+        return me, frozenset(line.strip() for line in rows.stdout.splitlines() if line.strip()) or None
 
     def cluster_info(self) -> ClusterInfo:
         """What planning checks against: limits, partitions and their largest GPU node, my accounts."""
@@ -107,7 +110,7 @@ class SlurmCLI:
         # Independent queries, issued together: planning waits for the slowest, not the sum.
         with ThreadPoolExecutor(max_workers=3) as pool:
             f_cfg, f_nodes, f_accounts = pool.submit(self.config), pool.submit(self.nodes), pool.submit(self._accounts)
-            cfg, nodes, accounts = f_cfg.result(), f_nodes.result(), f_accounts.result()
+            cfg, nodes, (user, accounts) = f_cfg.result(), f_nodes.result(), f_accounts.result()
         most: dict[str, int] = {}
         default = None
         for n in nodes:
@@ -121,6 +124,7 @@ class SlurmCLI:
             partition_gpus=most,
             default_partition=default,
             accounts=accounts,
+            user=user,
             version=cfg.version,
         )
 
@@ -141,10 +145,6 @@ class SlurmCLI:
     def admin_level(self, user: str) -> str:
         done = self._run(["sacctmgr", "--noheader", "--parsable2", "show", "user", user, "format=AdminLevel"])
         return done.stdout.strip().splitlines()[0] if done.stdout.strip() else "None"
-
-    def default_account(self, user: str) -> str | None:
-        done = self._run(["sacctmgr", "--noheader", "--parsable2", "show", "user", user, "format=DefaultAccount"])
-        return done.stdout.strip() or None
 
     def usage(self) -> list[Usage]:
         """Limits next to live usage, from the controller's association manager."""

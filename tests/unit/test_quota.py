@@ -147,6 +147,7 @@ def test_live_usage_from_recorded_assoc_mgr() -> None:
     assert account.gpu_hours_left == pytest.approx((30000 - account.gpu_minutes_used - 20) / 60)
     assert (alice.gpus_limit, alice.gpus_in_use, alice.submit_limit, alice.jobs_submitted) == (4, 2, 4000, 1)
     assert alice.jobs_limit is None and alice.gpu_hours_left is None
+    assert alice.default and not account.default  # alice's jobs without --account charge lab-a
     assert usage[("lab-b", "")].gpus_limit == 2 and usage[("lab-b", "bob")].gpus_limit is None
 
 
