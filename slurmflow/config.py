@@ -84,6 +84,11 @@ class Experiment:
     config: Any  # the base DictConfig (sweep keys at their defaults)
 
 
+def _human_seconds(m: re.Match[str]) -> float:
+    """Seconds in a _HUMAN_TIME match: '90s', '30m', '1.5h', '1d'."""
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)[0].lower()]
+
+
 def slurm_time(value: object, where: str) -> str:
     """'30m' -> '00:30:00', '2h' -> '02:00:00', '1d' -> '1-00:00:00'; Slurm's own forms pass through."""
     text = str(value).strip()
@@ -92,7 +97,7 @@ def slurm_time(value: object, where: str) -> str:
     m = _HUMAN_TIME.match(text)
     if not m:
         raise UsageError(f"{where}: time limit {text!r} is not valid: write 30m, 2h, 1d or Slurm's H:MM:SS")
-    seconds = int(float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)[0].lower()])
+    seconds = int(_human_seconds(m))
     if seconds <= 0:
         raise UsageError(f"{where}: time limit {text!r} must be positive")
     days, rest = divmod(seconds, 86400)
@@ -109,7 +114,7 @@ def seconds(value: object, where: str) -> float:
     text = str(value).strip()
     m = _HUMAN_TIME.match(text)
     if m:
-        out = float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)[0].lower()]
+        out = _human_seconds(m)
     elif _SLURM_TIME.match(text) and ":" in text:
         out = (Resources(time=text).hours() or 0.0) * 3600
     else:
