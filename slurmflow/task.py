@@ -116,7 +116,7 @@ class GpuWatch:
         if not stage.resources.gpus or not stage.gpu.enabled:
             return self
         self._child = child
-        path = Path(self.p.env["SLURMFLOW_WORKDIR"]) / f"gpu.{stage.name}.csv"
+        path = usage.samples_path(Path(self.p.env["SLURMFLOW_WORKDIR"]), stage.name)
         meta = {k: self.p.status[k] for k in ("stage", "node", "job_id", "array_task", "restart", "host")}
         self.sampler = gpu.Sampler(
             path, stage.gpu, env=self.p.env, meta=meta, idle=stage.gpu_idle, on_idle=self._idle

@@ -19,7 +19,6 @@ class TaskGpu:
     node: str
     stage: str
     trial: int | None  # trial index, for per-trial stages
-    task: int | None  # array index within its node
     job_id: str
     gpus: int
     path: Path
@@ -57,7 +56,13 @@ class RunGpu:
         }
 
 
-def _task_files(store: RunStore) -> Iterator[tuple[str, str, int | None, int | None, str, int, Path]]:
+def samples_path(workdir: Path, stage: str) -> Path:
+    """Where a task of `stage` keeps its GPU samples, in its trial (or stage) directory."""
+    return workdir / f"gpu.{stage}.csv"
+
+
+def _task_files(store: RunStore) -> Iterator[tuple[str, str, int | None, str, int, Path]]:
+    """(node, stage, trial index, job id, GPUs, samples path) of every task of a GPU stage."""
     plan, state = store.plan(), store.state()
     trial_ids: dict[int, str] | None = None
     for node in plan.nodes:
@@ -66,15 +71,8 @@ def _task_files(store: RunStore) -> Iterator[tuple[str, str, int | None, int | N
         if not gpus:
             continue
         if not node.array:
-            yield (
-                node.key,
-                stage.name,
-                None,
-                None,
-                state.job_of(node.key, None) or "-",
-                gpus,
-                store.path("stages", stage.name, f"gpu.{stage.name}.csv"),
-            )
+            job = state.job_of(node.key, None) or "-"
+            yield node.key, stage.name, None, job, gpus, samples_path(store.path("stages", stage.name), stage.name)
             continue
         if trial_ids is None:
             trial_ids = {t.index: t.id for t in store.trials()}
@@ -82,8 +80,14 @@ def _task_files(store: RunStore) -> Iterator[tuple[str, str, int | None, int | N
             index = node.offset + task
             job_id = state.job_of(node.key, task)
             label = f"{job_id}_{task}" if job_id else "-"
-            path = store.path("trials", trial_ids[index], f"gpu.{stage.name}.csv")
-            yield node.key, stage.name, index, task, label, gpus, path
+            yield (
+                node.key,
+                stage.name,
+                index,
+                label,
+                gpus,
+                samples_path(store.path("trials", trial_ids[index]), stage.name),
+            )
 
 
 def _wall(status_path: Path, segments: int, now: float) -> tuple[float | None, str | None]:
@@ -133,12 +137,12 @@ def write_cache(path: Path, gpus: int, status_path: Path) -> None:
 def collect(store: RunStore, *, progress: Callable[[int], None] | None = None) -> RunGpu:
     now = time.time()
     tasks = []
-    for n, (node, stage, trial, task, job, gpus, path) in enumerate(_task_files(store)):
+    for n, (node, stage, trial, job, gpus, path) in enumerate(_task_files(store)):
         if path.exists():
             summary, line, state = summarise_file(path, gpus, path.with_name(f"{stage}.status.json"), now)
-            tasks.append(TaskGpu(node, stage, trial, task, job, gpus, path, summary, line, state))
+            tasks.append(TaskGpu(node, stage, trial, job, gpus, path, summary, line, state))
         else:
-            tasks.append(TaskGpu(node, stage, trial, task, job, gpus, path, None))
+            tasks.append(TaskGpu(node, stage, trial, job, gpus, path, None))
         if progress:
             progress(n + 1)
     stages: dict[str, Summary] = {}
