@@ -352,3 +352,7 @@ class Plan:
 
     def tasks(self) -> int:
         return sum(n.size for n in self.nodes)
+
+    def stage_tasks(self, stage: str) -> int:
+        """Tasks of one stage over all its chunks (a single job counts 1)."""
+        return sum(n.size for n in self.nodes if n.stage == stage)

@@ -401,7 +401,7 @@ def peak_gpus(plan: Plan, stages: set[str] | None = None) -> int:
     for name, stage in plan.stages.items():
         if stages is not None and name not in stages:
             continue
-        tasks = sum(n.size if n.array else 1 for n in plan.nodes if n.stage == name)
+        tasks = plan.stage_tasks(name)
         if stage.max_parallel:
             tasks = min(tasks, stage.max_parallel)
         per_level[level[name]] = per_level.get(level[name], 0) + tasks * stage.resources.gpus
@@ -414,8 +414,7 @@ def stage_gpu_hours(plan: Plan) -> dict[str, float]:
     for name, stage in plan.stages.items():
         hours = stage.resources.hours()
         if stage.resources.gpus and hours is not None:
-            tasks = sum(n.size if n.array else 1 for n in plan.nodes if n.stage == name)
-            out[name] = tasks * stage.resources.gpus * hours
+            out[name] = plan.stage_tasks(name) * stage.resources.gpus * hours
     return out
 
 
