@@ -10,7 +10,9 @@ SlurmflowError
 │       ├── ControllerUnavailable   "Unable to contact slurm controller": retry later
 │       ├── AccountingUnavailable   slurmdbd does not answer: only the controller's view remains
 │       ├── SubmissionAmbiguous     "Socket timed out": the job may exist; reconcile before resubmitting
+│       ├── ControllerFull          the controller holds MaxJobCount jobs: sbatch gave up retrying
 │       └── PolicyViolation         rejected by an association or QOS limit
+├── SubmissionRefused          a limit Slurm enforces refused part of a launch: the run is resumable
 └── ParseError                 Slurm printed something we do not understand (a bug or a new version)
 """
 
@@ -54,6 +56,7 @@ class CommandError(SlurmflowError):
         self.returncode = returncode
         self.stdout = stdout
         self.stderr = stderr
+        self.note = note
         detail = (stderr.strip() or stdout.strip()).splitlines()
         first = detail[-1] if detail else ""
         what = note or f"exit code {returncode}"
@@ -86,3 +89,21 @@ class SubmissionAmbiguous(SlurmError):
 
 class PolicyViolation(SlurmError):
     """Slurm refused a job because of an association or QOS limit."""
+
+
+class ControllerFull(SlurmError):
+    """The controller holds MaxJobCount job records ("Slurm temporarily unable to accept job");
+    finished and cancelled jobs keep counting until MinJobAge has passed."""
+
+
+class SubmissionRefused(SlurmflowError):
+    """A limit the controller or accounting enforces refused a submission part-way through a launch.
+    What was submitted stays submitted, the rest is recorded as not yet submitted, and the message
+    names the limit, its number and how to resume."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, node: str, cause: SlurmError) -> None:
+        self.node = node
+        self.cause = cause
+        super().__init__(message)

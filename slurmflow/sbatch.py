@@ -7,6 +7,7 @@ quoted with shlex.quote. Options on the command line override `#SBATCH` lines in
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections.abc import Mapping
@@ -102,6 +103,20 @@ def argv(spec: JobSpec, script_path: str | None = None) -> list[str]:
     if script_path:
         out.append(script_path)
     return out
+
+
+def log_dirs(spec: JobSpec) -> list[str]:
+    """The directories the job's --output/--error files go in, which must exist before sbatch:
+    slurmstepd creates a missing one only since Slurm 23.02 (SchedMD bug 14865). A directory part
+    holding a filename pattern (%j, %x, ...) is Slurm's to expand and is left alone."""
+    dirs: list[str] = []
+    for path in (spec.output, spec.error):
+        if not path:
+            continue
+        head = os.path.dirname(path)
+        if head and "%" not in head and head not in dirs:
+            dirs.append(head)
+    return dirs
 
 
 def job_name(run_id: str, key: str) -> str:

@@ -11,9 +11,12 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from slurmflow.capabilities import SACCT_REQUIRED, SQUEUE_REQUIRED
 from slurmflow.errors import (
     AccountingUnavailable,
     CommandError,
+    CommandTimeout,
+    ControllerFull,
     ControllerUnavailable,
     ParseError,
     PolicyViolation,
@@ -126,27 +129,18 @@ def parse_sbatch(stdout: str) -> str:
 
 # --- squeue: the controller's view (pending, running and finished younger than MinJobAge) -------
 
-SQUEUE_FIELDS = (
-    "JobArrayID",
-    "ArrayJobID",
-    "ArrayTaskID",
-    "JobID",
-    "Name",
-    "State",
-    "Reason",
-    "NodeList",
-    "Exit_Code",
-    "Account",
-    "UserName",
-    "Partition",
-)
 
-
-def squeue_argv(job_ids: Sequence[str] = (), *, name: str | None = None, user: str | None = None) -> list[str]:
+def squeue_argv(
+    job_ids: Sequence[str] = (),
+    *,
+    name: str | None = None,
+    user: str | None = None,
+    fields: Sequence[str] = SQUEUE_REQUIRED,
+) -> list[str]:
     # -t all: finished jobs still in the controller (younger than MinJobAge) are reported too;
     # an array task cancelled by --kill-on-invalid-dep before it started is ONLY visible here.
     # -r: one row per array task, pending tasks included.
-    fmt = ",".join(f"{f}:|" for f in SQUEUE_FIELDS)
+    fmt = ",".join(f"{f}:|" for f in fields)
     argv = ["squeue", "--noheader", "--states=all", "--array", f"--Format={fmt}"]
     if job_ids:
         argv.append("--jobs=" + ",".join(job_ids))
@@ -186,9 +180,14 @@ def _per_task(job_id: str, **fields: Any) -> list[JobInfo]:
     ]
 
 
-def parse_squeue(stdout: str) -> list[JobInfo]:
+def _count(text: str | None) -> int | None:
+    return int(text) if text is not None and text.strip().isdigit() else None
+
+
+def parse_squeue(stdout: str, fields: Sequence[str]) -> list[JobInfo]:
+    """Rows of `squeue_argv(..., fields=fields)`: the fields the cluster's probe found."""
     jobs: list[JobInfo] = []
-    for r in _rows(stdout, SQUEUE_FIELDS, "squeue output"):
+    for r in _rows(stdout, fields, "squeue output"):
         code, sig = parse_exit_code(r["Exit_Code"])
         jobs += _per_task(
             r["JobArrayID"],
@@ -202,30 +201,23 @@ def parse_squeue(stdout: str) -> list[JobInfo]:
             account=_none(r["Account"]),
             user=_none(r["UserName"]),
             partition=_none(r["Partition"]),
+            restarts=_count(r.get("RestartCnt")),
         )
     return jobs
 
 
 # --- sacct: accounting (every job, including those the controller has forgotten) ---------------
 
-SACCT_FIELDS = (
-    "JobID",
-    "JobIDRaw",
-    "JobName",
-    "State",
-    "ExitCode",
-    "Reason",
-    "NodeList",
-    "Account",
-    "User",
-    "Partition",
-    "Restarts",
-)
 
-
-def sacct_argv(job_ids: Sequence[str] = (), *, name: str | None = None, since: str | None = None) -> list[str]:
+def sacct_argv(
+    job_ids: Sequence[str] = (),
+    *,
+    name: str | None = None,
+    since: str | None = None,
+    fields: Sequence[str] = SACCT_REQUIRED,
+) -> list[str]:
     # -X: allocations only (no 123.batch / 123.extern step rows). -P: '|'-separated, no padding.
-    argv = ["sacct", "-X", "-P", "--noheader", "--format=" + ",".join(SACCT_FIELDS)]
+    argv = ["sacct", "-X", "-P", "--noheader", "--format=" + ",".join(fields)]
     if job_ids:
         argv.append("--jobs=" + ",".join(job_ids))
     if name:
@@ -235,9 +227,10 @@ def sacct_argv(job_ids: Sequence[str] = (), *, name: str | None = None, since: s
     return argv
 
 
-def parse_sacct(stdout: str) -> list[JobInfo]:
+def parse_sacct(stdout: str, fields: Sequence[str]) -> list[JobInfo]:
+    """Rows of `sacct_argv(..., fields=fields)`."""
     jobs: list[JobInfo] = []
-    for r in _rows(stdout, SACCT_FIELDS, "sacct output"):
+    for r in _rows(stdout, fields, "sacct output"):
         job_id = r["JobID"]
         if "." in job_id:  # a step row slipped through (no -X): skip it
             continue
@@ -255,7 +248,7 @@ def parse_sacct(stdout: str) -> list[JobInfo]:
             account=_none(r["Account"]),
             user=_none(r["User"]),
             partition=_none(r["Partition"]),
-            restarts=int(r["Restarts"]) if r["Restarts"].isdigit() else None,
+            restarts=_count(r.get("Restarts")),
             cancelled_by=by,
         )
     return jobs
@@ -263,8 +256,9 @@ def parse_sacct(stdout: str) -> list[JobInfo]:
 
 def merge_views(controller: Iterable[JobInfo], accounting: Iterable[JobInfo]) -> list[JobInfo]:
     """One row per job id. The controller is fresher (a requeued job is PENDING there while
-    accounting may still say FAILED); accounting fills what the controller lacks (restart count,
-    who cancelled) and is the only source once the controller has forgotten a job."""
+    accounting may still say FAILED); accounting fills what the controller lacks (who cancelled) and
+    is the only source once the controller has forgotten a job. The restart count is the higher of
+    the two: squeue's RestartCnt exists on every supported version, sacct's Restarts only since 24.11."""
     acct = {j.job_id: j for j in accounting}
     merged: dict[str, JobInfo] = {}
     for c in controller:
@@ -286,11 +280,17 @@ def merge_views(controller: Iterable[JobInfo], accounting: Iterable[JobInfo]) ->
             account=c.account or a.account,
             user=c.user or a.user,
             partition=c.partition or a.partition,
-            restarts=a.restarts,
+            restarts=_most(c.restarts, a.restarts),
             cancelled_by=a.cancelled_by if c.state is JobState.CANCELLED else None,
         )
     merged.update(acct)
     return sorted(merged.values(), key=_sort_key)
+
+
+def _most(*counts: int | None) -> int | None:
+    """The highest restart count either view knows (None when neither has the field)."""
+    known = [c for c in counts if c is not None]
+    return max(known) if known else None
 
 
 def _sort_key(j: JobInfo) -> tuple[int, int]:
@@ -367,6 +367,8 @@ _UNAVAILABLE = (
 )
 _AMBIGUOUS = ("socket timed out", "zero bytes were transmitted or received")
 _POLICY = ("violates accounting/qos policy", "qosmaxsubmitjob", "assocmaxsubmitjob", "job violates")
+# MaxJobCount reached: sbatch says so, retries for about a minute, then gives up (SLURM_NOTES).
+_FULL = ("temporarily unable to accept job",)
 _DBD = (
     "slurmdbd",
     "_open_persist_conn",
@@ -384,8 +386,15 @@ def classify(err: CommandError) -> CommandError:
     # slurmdbd's messages first: "Connection refused" from the database must not read as the controller.
     if any(s in text for s in _DBD) or ("sacct" in err.argv and "error" in text and "connect" in text):
         cls = AccountingUnavailable
-    elif any(s in text for s in _AMBIGUOUS) and "sbatch" in err.argv:
-        cls = SubmissionAmbiguous  # the job may exist: reconcile by name before submitting again
+    elif any(s in text for s in _FULL) and "sbatch" in err.argv:
+        cls = ControllerFull  # sbatch was still retrying, or gave up: no job was accepted
+    elif "sbatch" in err.argv and (any(s in text for s in _AMBIGUOUS) or isinstance(err, CommandTimeout)):
+        # The job may exist: reconcile by name before submitting again. An sbatch killed at the
+        # runner's timeout is just as unsure as one that saw "Socket timed out".
+        cls = SubmissionAmbiguous
+    elif isinstance(err, CommandTimeout):
+        # A query or an update that ran past the runner's timeout: the daemon it asks is not answering.
+        cls = AccountingUnavailable if "sacct" in err.argv else ControllerUnavailable
     elif any(s in text for s in (*_UNAVAILABLE, *_AMBIGUOUS)):
         # A query or an update that timed out: the controller is busy or restarting; ask again.
         cls = ControllerUnavailable
@@ -395,6 +404,6 @@ def classify(err: CommandError) -> CommandError:
         cls = SlurmError
     if cls is None:
         return err
-    new = cls(err.argv, err.returncode, err.stdout, err.stderr)
+    new = cls(err.argv, err.returncode, err.stdout, err.stderr, note=err.note)
     new.__cause__ = err
     return new

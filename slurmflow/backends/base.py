@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from slurmflow.capabilities import Capabilities
 from slurmflow.model import ClusterConfig, Dependency, JobSpec, QueryResult
 
 
@@ -42,3 +43,7 @@ class Backend(Protocol):
         ...
 
     def config(self) -> ClusterConfig: ...
+
+    def capabilities(self) -> Capabilities:
+        """What the scheduler's commands accept and how it behaves where no command says (capabilities.py)."""
+        ...

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from slurmflow import slurm_text
+from slurmflow.capabilities import BASELINE, Capabilities
 from slurmflow.errors import SlurmError
 from slurmflow.model import (
     ClusterConfig,
@@ -211,6 +212,10 @@ class FakeSlurm:
     def exclude_nodes(self, job_id: str, nodes: Sequence[str]) -> None:
         for t in self._select([job_id]):
             t.spec = replace(t.spec, exclude=(*t.spec.exclude, *nodes))
+
+    def capabilities(self) -> Capabilities:
+        """Behaves as the newest Slurm: a dependency on an unknown job is rejected."""
+        return BASELINE
 
     def config(self) -> ClusterConfig:
         return ClusterConfig("fake", self.max_array_size, 60000, 300)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from slurmflow import quota, sbatch, slurm_text
+from slurmflow.capabilities import PROBE_ARGV, Capabilities
 from slurmflow.errors import AccountingUnavailable, CommandError, SlurmError
 from slurmflow.model import ClusterConfig, ClusterInfo, Dependency, JobInfo, JobSpec, QueryResult
 from slurmflow.quota import Assoc, Usage
@@ -14,9 +18,78 @@ from slurmflow.runner import Completed, Runner, SubprocessRunner
 class SlurmCLI:
     """Backend driving sbatch, squeue, sacct, scancel and scontrol."""
 
-    def __init__(self, runner: Runner | None = None, *, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        runner: Runner | None = None,
+        *,
+        timeout: float = 60.0,
+        capabilities: Capabilities | None = None,
+        capabilities_cache: Path | None = None,
+    ) -> None:
         self.runner: Runner = runner or SubprocessRunner()
         self.timeout = timeout
+        self._caps = capabilities
+        # A run directory's capabilities.json: probed once per run, read by every later command.
+        self.capabilities_cache = capabilities_cache
+
+    # --- what this cluster's commands accept (capabilities.py) ----------------------------------
+
+    def probe(self) -> Capabilities:
+        """Ask the cluster's commands what they accept: client-side only, no controller RPC."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def ask(key: str) -> str | None:
+            try:
+                return self._run(list(PROBE_ARGV[key])).stdout
+            except SlurmError as exc:
+                # squeue before 23.02 has no --helpFormat ("unrecognized option"): fields of 22.05.
+                if key == "squeue_help" and "unrecognized option" in (exc.stderr + exc.stdout):
+                    return None
+                raise
+
+        with ThreadPoolExecutor(max_workers=len(PROBE_ARGV)) as pool:
+            futures = {k: pool.submit(ask, k) for k in PROBE_ARGV}
+            out = {k: f.result() for k, f in futures.items()}
+        return Capabilities.from_outputs(
+            version=out["version"] or "",
+            sacct_help=out["sacct_help"] or "",
+            squeue_help=out["squeue_help"],
+            sbatch_help=out["sbatch_help"] or "",
+        )
+
+    def capabilities(self, *, refresh: bool = False) -> Capabilities:
+        """The cluster's capabilities: given, cached in the run directory, or probed (then cached)."""
+        if self._caps is not None and not refresh:
+            return self._caps
+        cache = self.capabilities_cache
+        if cache is not None and not refresh and cache.exists():
+            try:
+                self._caps = Capabilities.from_dict(json.loads(cache.read_text()))
+                return self._caps
+            except (ValueError, KeyError, TypeError):
+                pass  # unreadable: probe again and rewrite it
+        self._caps = self.probe()
+        if cache is not None:
+            self.save_capabilities(cache)
+        return self._caps
+
+    def save_capabilities(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.capabilities().to_dict(), indent=1) + "\n")
+        tmp.replace(path)
+        self.capabilities_cache = path
+
+    def _query_run(self, build: Callable[[Capabilities], list[str]]) -> tuple[Completed, Capabilities]:
+        """Run a query built from the capabilities. If the cluster rejects a field (its Slurm was
+        changed since the probe), probe again once and rebuild the query."""
+        caps = self.capabilities()
+        try:
+            return self._run(build(caps)), caps
+        except SlurmError as exc:
+            if "invalid field" not in (exc.stderr + exc.stdout).lower():
+                raise
+        caps = self.capabilities(refresh=True)
+        return self._run(build(caps)), caps
 
     def _run(self, argv: Sequence[str], *, input: str | None = None) -> Completed:
         try:
@@ -25,6 +98,10 @@ class SlurmCLI:
             raise slurm_text.classify(exc) from exc
 
     def submit(self, spec: JobSpec, script_path: str | None = None) -> str:
+        # Before 23.02 slurmstepd does not create a missing --output directory: the batch step dies
+        # before the command starts (FAILED 0:53, JobLaunchFailure). Create it for every submission.
+        for directory in sbatch.log_dirs(spec):
+            os.makedirs(directory, mode=0o700, exist_ok=True)
         script = None if script_path else sbatch.render_script(spec)
         done = self._run(sbatch.argv(spec, script_path), input=script)
         return slurm_text.parse_sbatch(done.stdout)
@@ -36,7 +113,10 @@ class SlurmCLI:
         bases = sorted({j.split("_", 1)[0] for j in job_ids}, key=int)
         controller = self._squeue(bases, name)
         try:
-            accounting = slurm_text.parse_sacct(self._run(slurm_text.sacct_argv(bases, name=name)).stdout)
+            done, caps = self._query_run(
+                lambda c: slurm_text.sacct_argv(bases, name=name, fields=c.sacct_query_fields())
+            )
+            accounting = slurm_text.parse_sacct(done.stdout, caps.sacct_query_fields())
         except AccountingUnavailable:
             return QueryResult(tuple(controller), accounting_available=False)
         merged = slurm_text.merge_views(controller, accounting)
@@ -47,14 +127,16 @@ class SlurmCLI:
 
     def _squeue(self, bases: Sequence[str], name: str | None) -> list[JobInfo]:
         try:
-            out = self._run(slurm_text.squeue_argv(bases, name=name)).stdout
+            done, caps = self._query_run(
+                lambda c: slurm_text.squeue_argv(bases, name=name, fields=c.squeue_query_fields())
+            )
         except SlurmError as exc:
             # squeue exits 1 when EVERY listed id is unknown to the controller (all older than
             # MinJobAge): that is "nothing live", not a failure.
             if "invalid job id" in (exc.stderr + exc.stdout).lower():
                 return []
             raise
-        return slurm_text.parse_squeue(out)
+        return slurm_text.parse_squeue(done.stdout, caps.squeue_query_fields())
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         if job_ids:
@@ -108,9 +190,11 @@ class SlurmCLI:
         from concurrent.futures import ThreadPoolExecutor  # only launches pay for it
 
         # Independent queries, issued together: planning waits for the slowest, not the sum.
-        with ThreadPoolExecutor(max_workers=3) as pool:
+        with ThreadPoolExecutor(max_workers=4) as pool:
             f_cfg, f_nodes, f_accounts = pool.submit(self.config), pool.submit(self.nodes), pool.submit(self._accounts)
+            f_caps = pool.submit(self.capabilities)  # kept for the run: later commands never probe
             cfg, nodes, (user, accounts) = f_cfg.result(), f_nodes.result(), f_accounts.result()
+            f_caps.result()
         most: dict[str, int] = {}
         default = None
         for n in nodes:
@@ -141,6 +225,17 @@ class SlurmCLI:
     def qos_names(self) -> list[str]:
         done = self._run(["sacctmgr", "--noheader", "--parsable2", "show", "qos", "format=Name"])
         return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+
+    def qos_submit_limits(self) -> dict[str, tuple[int | None, int | None]]:
+        """QOS name -> (MaxSubmitJobsPerUser, GrpSubmitJobs); None where the QOS sets none."""
+        done = self._run(["sacctmgr", "--noheader", "--parsable2", "show", "qos", "format=Name,MaxSubmitPU,GrpSubmit"])
+        out: dict[str, tuple[int | None, int | None]] = {}
+        for line in done.stdout.splitlines():
+            cols = [c.strip() for c in line.split("|")]
+            if len(cols) >= 3 and cols[0]:
+                per_user, group = (int(c) if c.isdigit() else None for c in cols[1:3])
+                out[cols[0]] = (per_user, group)
+        return out
 
     def admin_level(self, user: str) -> str:
         done = self._run(["sacctmgr", "--noheader", "--parsable2", "show", "user", user, "format=AdminLevel"])

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from slurmflow.backends.slurm_cli import SlurmCLI
+from slurmflow.capabilities import SACCT_REQUIRED, SQUEUE_REQUIRED, Capabilities
 from slurmflow.errors import ControllerUnavailable, SlurmError, SubmissionAmbiguous
 from slurmflow.model import Dependency, DepKind, JobSpec, JobState
 from slurmflow.runner import FunctionRunner
@@ -16,6 +17,14 @@ FIX = Path(__file__).parent.parent / "fixtures" / "slurm" / "24.11"
 
 def recorded(name: str) -> str:
     return (FIX / name).read_text()
+
+
+# What the first 24.11 fixtures were recorded with: sacct with Restarts, squeue without RestartCnt.
+RECORDED = Capabilities("24.11.5", frozenset((*SACCT_REQUIRED, "Restarts")), frozenset(SQUEUE_REQUIRED), frozenset())
+
+
+def cli(runner: FunctionRunner) -> SlurmCLI:
+    return SlurmCLI(runner, capabilities=RECORDED)
 
 
 def replay(squeue: tuple[int, str, str], sacct: tuple[int, str, str]) -> FunctionRunner:
@@ -50,7 +59,7 @@ def test_submit_errors_are_classified() -> None:
 
 def test_query_merges_controller_and_accounting() -> None:
     runner = replay((0, recorded("squeue_array_corr.txt"), ""), (0, recorded("sacct_array_corr.txt"), ""))
-    result = SlurmCLI(runner).query(["4"])
+    result = cli(runner).query(["4"])
     assert result.accounting_available
     assert [j.job_id for j in result.jobs] == ["4_0", "4_1", "4_2", "4_3"]
     assert result.by_id()["4_2"].state is JobState.CANCELLED
@@ -61,12 +70,12 @@ def test_query_merges_controller_and_accounting() -> None:
 
 def test_query_filters_task_ids() -> None:
     runner = replay((0, recorded("squeue_array_corr.txt"), ""), (0, recorded("sacct_array_corr.txt"), ""))
-    assert [j.job_id for j in SlurmCLI(runner).query(["2_2", "3"]).jobs] == ["2_2", "3"]
+    assert [j.job_id for j in cli(runner).query(["2_2", "3"]).jobs] == ["2_2", "3"]
 
 
 def test_query_all_ids_forgotten_by_controller() -> None:
     runner = replay((1, "", recorded("squeue_invalid_id.err")), (0, recorded("sacct_array_corr.txt"), ""))
-    result = SlurmCLI(runner).query(["2"])
+    result = cli(runner).query(["2"])
     assert {j.job_id for j in result.jobs} == {"2_0", "2_1", "2_2", "2_3"}
 
 
@@ -76,14 +85,14 @@ def test_query_without_accounting_degrades() -> None:
         "",
         "sacct: error: _open_persist_conn: failed to open persistent connection to host:localhost:6819",
     )
-    result = SlurmCLI(replay((0, recorded("squeue_pending_array.txt"), ""), dbd_down)).query(["12"])
+    result = cli(replay((0, recorded("squeue_pending_array.txt"), ""), dbd_down)).query(["12"])
     assert not result.accounting_available and len(result.jobs) == 6
 
 
 def test_query_controller_down_raises() -> None:
     down = (1, "", "squeue: error: Unable to contact slurm controller (connect failure)")
     with pytest.raises(ControllerUnavailable):
-        SlurmCLI(replay(down, (0, "", ""))).query(["1"])
+        cli(replay(down, (0, "", ""))).query(["1"])
 
 
 def test_cancel_requeue_update_argv() -> None:
@@ -112,3 +121,18 @@ def test_config_and_nodes() -> None:
     backend = SlurmCLI(FunctionRunner(handler))
     assert backend.config().max_array_size == 1001
     assert sum(int(n["gpus"]) for n in backend.nodes()) == 8
+
+
+def test_submit_creates_the_log_directory_private_first(tmp_path: Path) -> None:
+    """Slurm before 23.02 never creates a missing --output directory: the job would die 0:53."""
+    seen: list[bool] = []
+    logs = tmp_path / "run" / "logs" / "train.1"
+
+    def handler(argv: tuple[str, ...], stdin: str | None) -> tuple[int, str, str]:
+        seen.append(logs.is_dir())
+        return 0, "9\n", ""
+
+    spec = JobSpec(name="a", script="true", output=f"{logs}/%a.out")
+    assert SlurmCLI(FunctionRunner(handler)).submit(spec) == "9"
+    assert seen == [True] and (logs.stat().st_mode & 0o777) == 0o700
+    assert SlurmCLI(FunctionRunner(handler)).submit(spec) == "9"  # exists already: fine

@@ -5,9 +5,12 @@ from pathlib import Path
 import pytest
 
 from slurmflow import slurm_text as st
+from slurmflow.capabilities import SACCT_REQUIRED, SQUEUE_REQUIRED
 from slurmflow.errors import (
     AccountingUnavailable,
     CommandError,
+    CommandTimeout,
+    ControllerFull,
     ControllerUnavailable,
     ParseError,
     PolicyViolation,
@@ -16,6 +19,9 @@ from slurmflow.errors import (
 from slurmflow.model import JobInfo, JobState
 
 FIX = Path(__file__).parent.parent / "fixtures" / "slurm" / "24.11"
+# The fields the first 24.11 fixtures were recorded with (squeue before RestartCnt was asked for).
+SQ = SQUEUE_REQUIRED
+SA = (*SACCT_REQUIRED, "Restarts")
 
 
 def fixture(name: str) -> str:
@@ -94,7 +100,7 @@ def test_parse_sbatch() -> None:
 
 
 def test_parse_squeue_recorded_array_and_corr() -> None:
-    jobs = {j.job_id: j for j in st.parse_squeue(fixture("squeue_array_corr.txt"))}
+    jobs = {j.job_id: j for j in st.parse_squeue(fixture("squeue_array_corr.txt"), SQ)}
     assert jobs["2_2"].state is JobState.FAILED and jobs["2_2"].exit_code == 1
     assert jobs["2_2"].array_job_id == "2" and jobs["2_2"].array_task_id == 2 and jobs["2_2"].raw_id == "10"
     # The aftercorr task cancelled by --kill-on-invalid-dep: only the controller reports it.
@@ -104,13 +110,13 @@ def test_parse_squeue_recorded_array_and_corr() -> None:
 
 
 def test_parse_squeue_pending_array_one_row_per_task() -> None:
-    jobs = st.parse_squeue(fixture("squeue_pending_array.txt"))
+    jobs = st.parse_squeue(fixture("squeue_pending_array.txt"), SQ)
     assert [j.job_id for j in jobs] == [f"12_{i}" for i in range(6)]
     assert all(j.state is JobState.PENDING and j.nodes is None for j in jobs)
 
 
 def test_parse_sacct_recorded() -> None:
-    jobs = {j.job_id: j for j in st.parse_sacct(fixture("sacct_array_corr.txt"))}
+    jobs = {j.job_id: j for j in st.parse_sacct(fixture("sacct_array_corr.txt"), SA)}
     assert "4_2" not in jobs  # never reached accounting
     assert jobs["2_2"].state is JobState.FAILED and (jobs["2_2"].exit_code, jobs["2_2"].signal) == (1, 0)
     assert jobs["2_0"].restarts == 0
@@ -118,9 +124,9 @@ def test_parse_sacct_recorded() -> None:
 
 
 def test_parse_sacct_collapsed_array_rows_are_expanded() -> None:
-    pending = st.parse_sacct(fixture("sacct_pending_array.txt"))
+    pending = st.parse_sacct(fixture("sacct_pending_array.txt"), SA)
     assert [j.job_id for j in pending] == [f"12_{i}" for i in range(6)]
-    cancelled = st.parse_sacct(fixture("sacct_cancelled_array.txt"))
+    cancelled = st.parse_sacct(fixture("sacct_cancelled_array.txt"), SA)
     assert all(j.state is JobState.CANCELLED and j.cancelled_by == "2001" for j in cancelled)
     assert len(cancelled) == 6
 
@@ -129,21 +135,21 @@ def test_parse_sacct_skips_step_rows() -> None:
     text = (
         "5|5|x|COMPLETED|0:0|None|gpu1|lab-a|alice|gpu|0\n5.batch|5.batch|batch|COMPLETED|0:0|None|gpu1|lab-a||gpu|0\n"
     )
-    assert [j.job_id for j in st.parse_sacct(text)] == ["5"]
+    assert [j.job_id for j in st.parse_sacct(text, SA)] == ["5"]
 
 
 def test_parse_rejects_truncated_rows() -> None:
     with pytest.raises(ParseError):
-        st.parse_sacct("5|5|x\n")
+        st.parse_sacct("5|5|x\n", SA)
     with pytest.raises(ParseError):
-        st.parse_squeue("5|5\n")
+        st.parse_squeue("5|5\n", SQ)
 
 
 def test_merge_prefers_controller_and_keeps_accounting_only_jobs() -> None:
     merged = {
         j.job_id: j
         for j in st.merge_views(
-            st.parse_squeue(fixture("squeue_array_corr.txt")), st.parse_sacct(fixture("sacct_array_corr.txt"))
+            st.parse_squeue(fixture("squeue_array_corr.txt"), SQ), st.parse_sacct(fixture("sacct_array_corr.txt"), SA)
         )
     }
     assert merged["4_2"].state is JobState.CANCELLED  # controller only
@@ -221,3 +227,39 @@ def test_classify_recorded_errors_keep_slurm_message() -> None:
 def test_socket_timeout_is_ambiguous_only_for_a_submission(argv: list[str], cls: type[CommandError]) -> None:
     err = st.classify(CommandError(argv, 1, "", "slurm_load_jobs error: Socket timed out on send/recv operation"))
     assert type(err) is cls
+
+
+def test_a_full_controller_is_its_own_error() -> None:
+    said = (
+        "sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying\n"
+        "sbatch: error: Batch job submission failed: Resource temporarily unavailable\n"
+    )
+    assert type(st.classify(CommandError(["sbatch", "--parsable"], 1, "", said))) is ControllerFull
+    # Killed at the runner's timeout while sbatch was still retrying: still the full controller.
+    partial = "sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying\n"
+    assert type(st.classify(CommandTimeout(["sbatch"], None, "", partial, note="timed out"))) is ControllerFull
+
+
+@pytest.mark.parametrize(
+    ("argv", "cls"),
+    [
+        (["sbatch", "--parsable"], SubmissionAmbiguous),  # it may have created the job: reconcile
+        (["squeue", "--jobs=1"], ControllerUnavailable),  # a query: the controller is not answering
+        (["scontrol", "update", "JobId=1", "StartTime=now"], ControllerUnavailable),
+        (["sacct", "-X"], AccountingUnavailable),  # sacct asks slurmdbd
+    ],
+)
+def test_a_command_killed_at_its_timeout(argv: list[str], cls: type[CommandError]) -> None:
+    err = st.classify(CommandTimeout(argv, None, "", "", note="timed out after 60 s"))
+    assert type(err) is cls and "timed out after 60 s" in str(err)
+
+
+def test_restart_count_is_the_higher_of_both_views() -> None:
+    ctl = JobInfo("7", "j", JobState.PENDING, restarts=2)
+    acct = JobInfo("7", "j", JobState.FAILED, restarts=1)
+    assert st.merge_views([ctl], [acct])[0].restarts == 2
+    assert st.merge_views([ctl], [JobInfo("7", "j", JobState.FAILED)])[0].restarts == 2  # 22.05: no sacct field
+    assert st.merge_views([JobInfo("7", "j", JobState.PENDING)], [acct])[0].restarts == 1
+    assert (
+        st.merge_views([JobInfo("7", "j", JobState.PENDING)], [JobInfo("7", "j", JobState.FAILED)])[0].restarts is None
+    )
