@@ -184,6 +184,8 @@ def cmd_launch(args: argparse.Namespace, console: Console) -> int:
     fits = _budget(args, prep, backend, console, refuse=True)
     store = write_run(prep, Path(args.runs_dir), cwd=Path.cwd(), python=sys.executable, argv=sys.argv)
     store.write_json("backend.json", {"backend": kind, "via": args.via or os.environ.get(PREFIX_ENV)})
+    if isinstance(backend, SlurmCLI):
+        backend.save_capabilities(store.path("capabilities.json"))
     if args.hold and kind == "local":
         raise UsageError("--hold needs Slurm: the local backend runs jobs as soon as they are submitted")
     ids = submit_run(store, backend, hold=args.hold)
@@ -201,7 +203,9 @@ def _run_backend(store: RunStore, via: str | None) -> SlurmCLI:
     recorded = store.read_json("backend.json") if store.path("backend.json").exists() else {"backend": "slurm"}
     if recorded["backend"] == "local":
         raise UsageError(f"run {store.run_id} ran on the local backend, whose jobs ended with it: launch it again")
-    return make_backend(via if via is not None else recorded.get("via"))
+    backend = make_backend(via if via is not None else recorded.get("via"))
+    backend.capabilities_cache = store.path("capabilities.json")  # probed once, at launch
+    return backend
 
 
 def _campaign(store: RunStore, backend: SlurmCLI) -> CampaignStatus:
@@ -320,13 +324,37 @@ def cmd_logs(args: argparse.Namespace, console: Console) -> int:
         if not 0 <= args.task < plan.n_trials:
             raise UsageError(f"trial {args.task}: out of range 0-{plan.n_trials - 1}")
         node = next(n for n in nodes if n.offset <= args.task < n.offset + n.size)
-        path = store.path("logs", node.key, f"{args.task - node.offset}.out")
+        index: int | None = args.task - node.offset
+        path = store.path("logs", node.key, f"{index}.out")
     else:
-        path = store.path("logs", nodes[0].key, "job.out")
+        node, index = nodes[0], None
+        path = store.path("logs", node.key, "job.out")
     if not path.exists():
-        raise UsageError(f"no log yet at {path}: the task has not started")
+        raise UsageError(f"no log at {path}: {_why_no_log(store, node.key, index, args.via)}")
     sys.stdout.write(path.read_text())
     return 0
+
+
+def _why_no_log(store: RunStore, key: str, index: int | None, via: str | None) -> str:
+    """What Slurm says of a task that has no log: not started yet, or ended without ever running."""
+    from slurmflow.status import exit_text, explain, launch_failed
+
+    job = store.state().job_of(key, index)
+    if job is None:
+        return "the task has not been submitted"
+    task = f"{job}_{index}" if index is not None else job
+    try:
+        info = _run_backend(store, via).query([task]).by_id().get(task)
+    except SlurmflowError:
+        info = None
+    if info is None:
+        return "the task has not started"
+    if not info.state.final:
+        return f"task {task} is {info.state.name} and has not started yet"
+    said = f"task {task} ended {info.state.name} (exit {exit_text(info.exit_code, info.signal)}) without writing a log"
+    if launch_failed(info.state, info.reason, info.signal):
+        said += f": {explain('JobLaunchFailure')}"
+    return said
 
 
 def _submit_monitor_job(store: RunStore, backend: SlurmCLI, args: argparse.Namespace, delay: float) -> str:

@@ -34,8 +34,28 @@ REASONS: Mapping[str, str] = {
     "ReqNodeNotAvail": "a node it needs is unavailable (down or drained)",
     "PartitionDown": "its partition is down",
     "NodeDown": "a node it needs is down",
+    "JobLaunchFailure": "Slurm could not start its batch step (on Slurm before 23.02: a missing log directory)",
 }
 QUOTA_REASONS = frozenset(r for r in REASONS if r.startswith(("Assoc", "QOS")))
+
+
+def exit_text(code: int | None, signal: int | None) -> str:
+    """Slurm's 'code:signal' in words: '1', 'signal 53' (0:53: killed before or while it ran), '-'."""
+    if signal:
+        return f"signal {signal}" if not code else f"{code} (signal {signal})"
+    return "-" if code is None else str(code)
+
+
+# What slurmstepd leaves when the batch step cannot start (its stdout could not be opened, ...):
+# squeue's reason JobLaunchFailure while the controller remembers the job, sacct's FAILED 0:53.
+LAUNCH_FAILURE_SIGNAL = 53
+
+
+def launch_failed(state: JobState, reason: str | None, signal: int | None = None) -> bool:
+    """The batch step never started the command."""
+    if state is not JobState.FAILED:
+        return False
+    return (reason or "").split(",", 1)[0].strip() == "JobLaunchFailure" or signal == LAUNCH_FAILURE_SIGNAL
 
 
 def explain(reason: str | None) -> str:
@@ -57,6 +77,11 @@ class TaskRow:
     nodes: str | None = None
     restarts: int = 0
     log: str | None = None
+    signal: int | None = None
+
+    @property
+    def exit(self) -> str:
+        return exit_text(self.exit_code, self.signal)
 
 
 @dataclass(frozen=True)
@@ -125,6 +150,7 @@ def summarise(
                     info.nodes,
                     info.restarts or 0,
                     log,
+                    info.signal,
                 )
             )
     stages = []
@@ -189,6 +215,12 @@ def to_dict(status: CampaignStatus, *, tasks: bool = False) -> dict[str, object]
     return doc
 
 
+def _why(r: TaskRow) -> str | None:
+    if launch_failed(r.state, r.reason, r.signal):
+        return explain("JobLaunchFailure")
+    return explain(r.reason) if r.state is JobState.PENDING else None
+
+
 def _row(r: TaskRow) -> dict[str, object]:
     return {
         "node": r.node,
@@ -197,8 +229,10 @@ def _row(r: TaskRow) -> dict[str, object]:
         "trial": r.trial,
         "state": r.state.name,
         "exit_code": r.exit_code,
+        "signal": r.signal,
+        "exit": r.exit,
         "reason": r.reason,
-        "why": explain(r.reason) if r.state is JobState.PENDING else None,
+        "why": _why(r),
         "nodes": r.nodes,
         "restarts": r.restarts,
         "log": r.log,

@@ -13,7 +13,7 @@ from rich.tree import Tree
 from slurmflow import gpustats, sbatch, slurm_text
 from slurmflow.launch import Prepared
 from slurmflow.model import JobInfo, JobNode, Plan
-from slurmflow.status import CampaignStatus
+from slurmflow.status import CampaignStatus, exit_text
 from slurmflow.usage import RunGpu
 
 
@@ -111,7 +111,7 @@ def final_table(jobs: Sequence[JobInfo]) -> Table:
         table.add_column(col)
     groups: dict[tuple[str, str, str], list[int]] = {}
     for j in jobs:
-        key = (j.name.split(".", 2)[-1], j.state.name, "" if j.exit_code is None else str(j.exit_code))
+        key = (j.name.split(".", 2)[-1], j.state.name, "" if j.exit_code is None else exit_text(j.exit_code, j.signal))
         groups.setdefault(key, []).append(j.array_task_id if j.array_task_id is not None else 0)
     for (name, state, code), idx in sorted(groups.items()):
         table.add_row(name, state, code, slurm_text.compress_indices(idx))
@@ -127,7 +127,7 @@ def _duration(seconds: float | None) -> str:
 
 
 def status_view(st: CampaignStatus, *, tasks: bool = False) -> Group:
-    from slurmflow.status import QUOTA_REASONS, explain
+    from slurmflow.status import QUOTA_REASONS, explain, launch_failed
 
     table = Table(title=f"run {st.run_id}" + ("  (done)" if st.done else ""))
     columns = ("stage", "tasks", "done", "running", "pending", "failed", "cancelled", "other", "retries")
@@ -159,12 +159,16 @@ def status_view(st: CampaignStatus, *, tasks: bool = False) -> Group:
         for col in ("task", "trial", "state", "exit", "node", "log"):
             ft.add_column(col)
         for f in failures[:50]:
-            why = f" ({explain(f.reason)})" if f.reason == "DependencyNeverSatisfied" else ""
+            why = ""
+            if launch_failed(f.state, f.reason, f.signal):
+                why = f" ({explain('JobLaunchFailure')})"
+            elif f.reason == "DependencyNeverSatisfied":
+                why = f" ({explain(f.reason)})"
             ft.add_row(
                 f.job_id,
                 "-" if f.trial is None else str(f.trial),
                 f.state.name + why,
-                "-" if f.exit_code is None else str(f.exit_code),
+                f.exit,
                 f.nodes or "-",
                 f.log or "-",
             )
@@ -185,7 +189,7 @@ def status_view(st: CampaignStatus, *, tasks: bool = False) -> Group:
                 r.stage,
                 "-" if r.trial is None else str(r.trial),
                 r.state.name,
-                "-" if r.exit_code is None else str(r.exit_code),
+                r.exit,
                 r.reason or "",
                 r.nodes or "",
                 str(r.restarts),

@@ -85,3 +85,32 @@ def test_done_when_every_submitted_task_is_final() -> None:
 def test_explain() -> None:
     assert explain("ReqNodeNotAvail, UnavailableNodes:gpu2").startswith("a node it needs is unavailable")
     assert explain("SomethingNew") == "SomethingNew" and explain(None) == "no reason given"
+
+
+def test_exit_codes_keep_the_signal() -> None:
+    from slurmflow.status import exit_text
+
+    assert exit_text(1, 0) == "1" and exit_text(0, 0) == "0" and exit_text(None, None) == "-"
+    assert exit_text(0, 53) == "signal 53"  # 22.05's launch failure: 0:53 is not a success
+    assert exit_text(0, 9) == "signal 9" and exit_text(2, 15) == "2 (signal 15)"
+
+
+def test_a_launch_failure_is_said_in_words() -> None:
+    from slurmflow.status import launch_failed
+
+    assert launch_failed(JobState.FAILED, "JobLaunchFailure")
+    assert launch_failed(JobState.FAILED, None, 53)  # sacct, after the controller forgot the reason
+    assert not launch_failed(JobState.FAILED, None, 0) and not launch_failed(JobState.CANCELLED, None, 53)
+    jobs = [
+        job("10_0", JobState.COMPLETED, exit_code=0, signal=0),
+        job("10_1", JobState.FAILED, exit_code=0, signal=53),
+    ]
+    jobs += [job("10_2", JobState.FAILED, exit_code=1, signal=0), job("11", JobState.PENDING, reason="Dependency")]
+    doc = to_dict(
+        summarise("r", PLAN, {"train.0": "10", "train.1": "12", "report": "11"}, jobs, logs_dir="/l", started=0, now=1)
+    )
+    (launch, program) = doc["stages"][0]["failures"]  # type: ignore[index]
+    assert (
+        launch["exit"] == "signal 53" and launch["signal"] == 53 and "could not start its batch step" in launch["why"]
+    )
+    assert program["exit"] == "1" and program["why"] is None
