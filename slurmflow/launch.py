@@ -3,6 +3,7 @@ directory, submit. The CLI is a thin layer over these three steps."""
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import importlib.metadata
 import importlib.util
@@ -20,7 +21,7 @@ from typing import Any
 from slurmflow import callables, config, planner, sweep
 from slurmflow.backends.base import Backend
 from slurmflow.backends.slurm_cli import SlurmCLI
-from slurmflow.errors import CommandError, UsageError
+from slurmflow.errors import CommandError, SlurmflowError, SubmissionRefused, UsageError
 from slurmflow.model import ClusterInfo, JobNode, JobSpec, Plan
 from slurmflow.runner import SubprocessRunner
 from slurmflow.store import RunStore, plan_to_dict
@@ -178,4 +179,36 @@ def submit_run(
     with store.lock():
         plan = store.plan()
         ctx = context(store, hold=hold, submitit=submitit, plan=plan)
-        return submit(plan, backend, store, ctx, resume=resume, progress=progress)
+        try:
+            return submit(plan, backend, store, ctx, resume=resume, progress=progress)
+        except SubmissionRefused as exc:
+            raise SubmissionRefused(_refusal(store, plan, backend, exc), node=exc.node, cause=exc.cause) from exc
+
+
+def _refusal(store: RunStore, plan: Plan, backend: Backend, exc: SubmissionRefused) -> str:
+    """The refusal with the limit's numbers, as far as the cluster tells them."""
+    from slurmflow.limits import refusal_message
+
+    node = plan.node(exc.node)
+    config, usages, user, qos_limits = None, [], None, {}
+    if isinstance(backend, SlurmCLI):
+        with contextlib.suppress(SlurmflowError):
+            config = backend.config()
+        with contextlib.suppress(SlurmflowError):
+            usages, user = backend.usage(), backend.whoami()
+        with contextlib.suppress(SlurmflowError):
+            qos_limits = backend.qos_submit_limits()
+    return refusal_message(
+        run_id=store.run_id,
+        node=node.key,
+        tasks=node.size if node.array else 1,
+        submitted=len(store.state().submitted),
+        total=len(plan.nodes),
+        cause=exc.cause,
+        config=config,
+        usages=usages,
+        user=user,
+        account=plan.stages[node.stage].resources.account,
+        qos=plan.stages[node.stage].resources.qos,
+        qos_limits=qos_limits,
+    )

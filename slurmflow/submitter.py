@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from slurmflow import sbatch
 from slurmflow.backends.base import Backend
-from slurmflow.errors import SubmissionAmbiguous
+from slurmflow.errors import ControllerFull, PolicyViolation, SubmissionAmbiguous, SubmissionRefused
 from slurmflow.model import DepKind, JobInfo, JobNode, JobSpec, JobState, Plan
 from slurmflow.store import RunStore
 
@@ -37,6 +37,11 @@ def _reconcile(backend: Backend, run_id: str, key: str) -> str | None:
     found = backend.query(name=sbatch.job_name(run_id, key)).jobs
     bases = sorted({j.base_id for j in found}, key=int)
     return bases[0] if bases else None
+
+
+def _last_line(exc: Exception) -> str:
+    text = (getattr(exc, "stderr", "") or getattr(exc, "stdout", "") or str(exc)).strip().splitlines()
+    return text[-1].removeprefix("sbatch: error: ").strip() if text else str(exc)
 
 
 def _outcome(tasks: list[JobInfo]) -> str:
@@ -146,6 +151,16 @@ def submit(
             # The job may exist: look for it by name before trying again, or it would run twice.
             found = _reconcile(backend, ctx.run_id, node.key)
             job_id = found if found else backend.submit(spec, str(script_path))
+        except (ControllerFull, PolicyViolation) as exc:
+            # A limit Slurm enforces: stop here. What is submitted stays; the intent makes resume
+            # look this node up by name before it submits it, so nothing can run twice.
+            why = "MaxJobCount" if isinstance(exc, ControllerFull) else "submit limit"
+            store.append({"event": "refused", "node": node.key, "why": why, "slurm": _last_line(exc), "t": time.time()})
+            raise SubmissionRefused(
+                f"Slurm refused {node.key}: {_last_line(exc)}; once it fits, run `slurmflow resume {ctx.run_id}`",
+                node=node.key,
+                cause=exc,
+            ) from exc
         except Exception:
             if not via_submitit:
                 raise

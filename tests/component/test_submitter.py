@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from slurmflow.backends import FakeSlurm
-from slurmflow.errors import SubmissionAmbiguous
+from slurmflow.errors import ControllerFull, PolicyViolation, SlurmError, SubmissionAmbiguous, SubmissionRefused
 from slurmflow.launch import Prepared, prepare, submit_run, write_run
 from slurmflow.model import JobSpec, JobState
 from slurmflow.store import RunStore
@@ -151,3 +151,64 @@ def test_local_backend_runs_the_demo(
     assert len(rows) == 1 + 4 and all(",ok," in r for r in rows[1:])
     assert float(rows[1].split(",")[-1]) > 0.9  # the model learned something
     assert '"trials": 4' in (run / "summary.json").read_text()  # the callable stage ran, in the job
+
+
+class Refusing:
+    """Wraps a backend; refuses the n-th submission (no job is created) with a limit's error."""
+
+    def __init__(self, inner: FakeSlurm, n: int, fault: SlurmError) -> None:
+        self.inner, self.n, self.fault, self.count = inner, n, fault, 0
+
+    def submit(self, spec: JobSpec, script_path: str | None = None) -> str:
+        self.count += 1
+        if self.count == self.n:
+            raise self.fault
+        return self.inner.submit(spec, script_path)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [
+        (
+            PolicyViolation(
+                ["sbatch"],
+                1,
+                "",
+                "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy "
+                "(job submit limit, user's size and/or time limits)",
+            ),
+            "an association or QOS limit (Batch job submission failed: Job violates accounting/QOS policy",
+        ),
+        (
+            ControllerFull(
+                ["sbatch"],
+                1,
+                "",
+                "sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying\n"
+                "sbatch: error: Batch job submission failed: Resource temporarily unavailable",
+            ),
+            "the controller holds its MaxJobCount of jobs",
+        ),
+    ],
+)
+def test_a_limit_refusal_stops_the_launch_resumably(
+    prepared: tuple[Prepared, FakeSlurm, Path], fault: SlurmError, said: str
+) -> None:
+    prep, fake, tmp = prepared
+    store = new_run(prep, tmp)
+    with pytest.raises(SubmissionRefused) as refused:
+        submit_run(store, Refusing(fake, 2, fault))
+    msg = str(refused.value)
+    assert msg.startswith("Slurm refused train.0 (6 tasks): ") and said in msg, msg
+    assert f"`slurmflow resume {store.run_id}`" in msg and "1 of 6 submissions" in msg and "\n" not in msg
+    assert refused.value.exit_code == 3 and refused.value.node == "train.0"
+    state = store.state()
+    assert list(state.submitted) == ["prep"] and "train.0" in state.intents
+    assert [e["why"] for e in store.events() if e["event"] == "refused"] == [
+        "submit limit" if isinstance(fault, PolicyViolation) else "MaxJobCount"
+    ]
+    ids = submit_run(store, fake, resume=True)
+    assert len(ids) == 6 and set(jobs_per_name(fake).values()) == {1}

@@ -1,0 +1,61 @@
+"""A submission refused by a limit, explained with the limit's name and number (pure)."""
+
+from __future__ import annotations
+
+from slurmflow.errors import ControllerFull, PolicyViolation
+from slurmflow.limits import refusal_message
+from slurmflow.model import ClusterConfig
+from slurmflow.quota import Usage
+
+POLICY = PolicyViolation(
+    ["sbatch"],
+    1,
+    "",
+    "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy "
+    "(job submit limit, user's size and/or time limits)\n",
+)
+FULL = ControllerFull(
+    ["sbatch"], 1, "", "sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying\n"
+)
+COMMON = {"run_id": "r-1", "node": "train.1", "tasks": 1001, "submitted": 2, "total": 5}
+
+
+def test_max_job_count_names_the_number_and_min_job_age() -> None:
+    msg = refusal_message(cause=FULL, config=ClusterConfig("22.05.8", 1001, 10000, 300), **COMMON)  # type: ignore[arg-type]
+    assert msg.startswith("Slurm refused train.1 (1,001 tasks): the controller holds its MaxJobCount of 10,000 jobs")
+    assert "MinJobAge, 300 s" in msg and "2 of 5 submissions" in msg and "`slurmflow resume r-1`" in msg
+    assert "\n" not in msg
+
+
+def test_user_and_account_submit_limits_with_what_is_queued() -> None:
+    usages = [
+        Usage("lab-a", "", submit_limit=5000, jobs_submitted=4200),
+        Usage("lab-a", "alice", submit_limit=1200, jobs_submitted=700, default=True),
+        Usage("lab-a", "bob", submit_limit=10, jobs_submitted=0),
+        Usage("lab-b", "alice", submit_limit=1, jobs_submitted=0),
+    ]
+    msg = refusal_message(cause=POLICY, usages=usages, user="alice", account=None, **COMMON)  # type: ignore[arg-type]
+    assert "account lab-a has GrpSubmitJobs=5,000 and 4,200 are queued" in msg
+    assert "your association lab-a/alice has MaxSubmitJobs=1,200 and 700 are queued" in msg
+    assert "bob" not in msg and "lab-b" not in msg  # not the association this launch is charged to
+    assert "room for 500 more" in msg and "array tasks count one job each" in msg
+
+
+def test_an_explicit_account_picks_its_association() -> None:
+    usages = [Usage("lab-a", "alice", submit_limit=3, default=True), Usage("lab-b", "alice", submit_limit=1)]
+    msg = refusal_message(cause=POLICY, usages=usages, user="alice", account="lab-b", **COMMON)  # type: ignore[arg-type]
+    assert "lab-b/alice has MaxSubmitJobs=1" in msg and "lab-a" not in msg
+
+
+def test_without_a_known_limit_slurms_words_are_kept() -> None:
+    msg = refusal_message(cause=POLICY, **COMMON)  # type: ignore[arg-type]
+    assert "an association or QOS limit (Batch job submission failed: Job violates accounting/QOS policy" in msg
+    assert "`slurmflow quota`" in msg and "`slurmflow resume r-1`" in msg
+
+
+def test_a_qos_submit_limit_is_named() -> None:
+    limits = {"normal": (40, None), "long": (None, 100)}
+    msg = refusal_message(cause=POLICY, qos="normal", qos_limits=limits, **COMMON)  # type: ignore[arg-type]
+    assert "QOS normal has MaxSubmitJobsPerUser=40" in msg and "long" not in msg and "room for" not in msg
+    msg = refusal_message(cause=POLICY, qos_limits=limits, **COMMON)  # type: ignore[arg-type]
+    assert "QOS long has GrpSubmitJobs=100" in msg and "QOS normal has MaxSubmitJobsPerUser=40" in msg
