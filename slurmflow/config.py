@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Glob, Override, ValueType
+from hydra.core.override_parser.types import Glob, Override, QuotedString, Transformer, ValueType
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -27,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from slurmflow.errors import UsageError
 from slurmflow.model import Checkpoint, DepKind, GpuSampling, IdleRule, Resources, RetryPolicy, Stage, StageDep
 from slurmflow.sweep import Axis
+from slurmflow.trialcfg import command_argv
 
 DEP_FIELDS = {
     "after_ok": DepKind.AFTER_OK,
@@ -151,7 +152,7 @@ def _axis(ov: Override, config_dir: Path) -> Axis:
     if not ov.is_sweep_override():  # a sweep block entry with one value
         value = ov.get_value_element_as_str()
         _check_shell(value, f"sweep {key}")
-        return Axis(key, (value,), group)
+        return Axis(key, (value,), group, None if group else (_plain(ov.value()),))
     if ov.value_type == ValueType.INTERVAL_SWEEP:
         raise UsageError(f"sweep {key}: interval() needs an optimising sweeper; list values or use range()")
     if ov.value_type == ValueType.GLOB_CHOICE_SWEEP:
@@ -161,13 +162,30 @@ def _axis(ov: Override, config_dir: Path) -> Axis:
         glob = ov.value()
         assert isinstance(glob, Glob)
         values = list(glob.filter(options))
+        typed = None
     else:
-        values = list(ov.sweep_string_iterator())
+        # One pass (a shuffle() sweep must give the strings and the typed values in one order):
+        # the strings go into trials' overrides, the values as Hydra types them (0.3, 'a b', [1, 2])
+        # are what the job sets (trialcfg.py).
+        elements = list(ov.sweep_iterator())
+        values = [Transformer.str(e) for e in elements]
+        typed = None if group else tuple(_plain(e) for e in elements)
     if not values:
         raise UsageError(f"sweep {key}: yields no values; give at least one")
     for v in values:
         _check_shell(v, f"sweep {key}")
-    return Axis(key, tuple(values), group)
+    return Axis(key, tuple(values), group, typed)
+
+
+def _plain(value: Any) -> Any:
+    """A parsed override value as Hydra applies it: quoted strings become their text."""
+    if isinstance(value, QuotedString):
+        return value.text
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    return value
 
 
 def _compose(config_dir: Path, config_name: str, overrides: Sequence[str]) -> DictConfig:
@@ -489,23 +507,6 @@ def _with_values(base: DictConfig, overrides: Sequence[str]) -> DictConfig:
             raise UsageError(f"sweep {key}: no such key in the config; fix the name, or add it with +{key}=...")
         OmegaConf.update(cfg, key, ov.value(), force_add=True)
     return cfg
-
-
-def command_argv(template: str, cfg: DictConfig) -> list[str]:
-    """Split the command as the user wrote it, THEN resolve ${...} in each word: a value becomes
-    exactly one argument whatever it contains, and no shell ever sees it."""
-    words = shlex.split(template)
-    if not any("${" in w for w in words):
-        return words
-    holder = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    assert isinstance(holder, DictConfig)
-    holder["_slurmflow_words"] = words
-    try:
-        resolved = OmegaConf.to_container(holder["_slurmflow_words"], resolve=True)
-    except OmegaConfBaseException as exc:
-        raise UsageError(f"cannot resolve {template!r}: {_one_line(exc)}") from exc
-    assert isinstance(resolved, list)
-    return [str(w) for w in resolved]
 
 
 def trial_config(exp_dir: Path, config_name: str, overrides: Sequence[str]) -> DictConfig:

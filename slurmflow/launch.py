@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slurmflow import callables, config, planner, sweep
+from slurmflow import callables, config, planner, sweep, trialcfg
 from slurmflow.backends.base import Backend
 from slurmflow.backends.slurm_cli import SlurmCLI
 from slurmflow.errors import CommandError, SlurmflowError, SubmissionRefused, UsageError
@@ -136,12 +136,24 @@ def write_run(
             "cwd": str(cwd),
             "python": python,
             "axes": [{"key": a.key, "values": list(a.values), "group": a.group} for a in exp.axes],
+            # Set by each task on experiment.yaml without Hydra; null: the task composes (trialcfg.py).
+            "values": _axis_values(exp),
         },
     )
     store.write_manifest(sweep.expand(exp.axes))
     store.write_json("plan.json", plan_to_dict(prep.plan))
     store.write_json("provenance.json", provenance(prep, cwd, argv, now))
     return store
+
+
+def _axis_values(exp: config.Experiment) -> list[list[Any]] | None:
+    """Each axis's typed values, when every trial's config is experiment.yaml plus values."""
+    out: list[list[Any]] = []
+    for axis in exp.axes:
+        if axis.group or axis.typed is None or not all(trialcfg.json_exact(v) for v in axis.typed):
+            return None
+        out.append([axis.key, list(axis.typed)])
+    return out
 
 
 def context(store: RunStore, *, hold: bool = False, submitit: bool = False, plan: Plan | None = None) -> Context:

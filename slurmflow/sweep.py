@@ -7,6 +7,7 @@ import hashlib
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from slurmflow.model import Trial
 
@@ -18,6 +19,8 @@ class Axis:
     key: str
     values: tuple[str, ...]
     group: bool = False  # a config-group choice (model=resnet), not a value
+    # The same values as Hydra's grammar types them (0.3, 'a b', [1, 2]); None for a group.
+    typed: tuple[Any, ...] | None = None
 
 
 def trial_id(overrides: Sequence[str]) -> str:

@@ -18,14 +18,21 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from slurmflow import config, gpu, usage
+from slurmflow import trialcfg
 from slurmflow.errors import SlurmflowError
 from slurmflow.model import Plan, Stage
 from slurmflow.runner import Child, SubprocessRunner, run_child
 from slurmflow.store import RunStore
+
+if TYPE_CHECKING:
+    from slurmflow import gpu
+
+# Paid by every task of every sweep: Hydra (slurmflow.config) is imported only for a sweep over a
+# config group, and the GPU sampler (slurmflow.gpu, slurmflow.usage) only by GPU stages.
 
 
 def _write_status(path: Path, doc: dict[str, object]) -> None:
@@ -57,6 +64,7 @@ def prepare(store: RunStore, key: str, array_index: int | None, plan: Plan | Non
     launch = store.read_json("launch.json")
     overrides = list(launch["base_overrides"])
     env = dict(os.environ)
+    index: int | None = None
     if node.array:
         index = node.offset + (array_index or 0)
         trial = store.read_trial(index)
@@ -66,7 +74,7 @@ def prepare(store: RunStore, key: str, array_index: int | None, plan: Plan | Non
     else:
         workdir = store.path("stages", stage.name)
     workdir.mkdir(parents=True, exist_ok=True)
-    cfg = config.trial_config(store.path("config"), launch["config_name"], overrides)
+    cfg = _trial_config(store, launch, index, overrides)
     cfg_path = workdir / (f"{stage.name}.config.yaml" if not node.array else "config.yaml")
     cfg_path.write_text(OmegaConf.to_yaml(cfg))
     # `python` in a stage command is the interpreter slurmflow runs under (its venv on the cluster).
@@ -94,6 +102,18 @@ def prepare(store: RunStore, key: str, array_index: int | None, plan: Plan | Non
     return prepared
 
 
+def _trial_config(store: RunStore, launch: dict[str, Any], index: int | None, overrides: list[str]) -> DictConfig:
+    """The trial's config: experiment.yaml plus its values where the sweep changes only values
+    (trialcfg.py); composed by Hydra from the run's snapshot otherwise."""
+    axes = launch.get("values")
+    if axes is not None:
+        values = trialcfg.trial_values([(k, v) for k, v in axes], index) if index is not None else []
+        return trialcfg.build(store.path("experiment.yaml"), values)
+    from slurmflow import config
+
+    return config.trial_config(store.path("config"), launch["config_name"], overrides)
+
+
 def _my_job_id() -> str:
     """This task's Slurm id: `<array job>_<task>` for an array task, else the job id."""
     array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
@@ -115,6 +135,8 @@ class GpuWatch:
         stage = self.p.stage
         if not stage.resources.gpus or not stage.gpu.enabled:
             return self
+        from slurmflow import gpu, usage
+
         self._child = child
         path = usage.samples_path(Path(self.p.env["SLURMFLOW_WORKDIR"]), stage.name)
         meta = {k: self.p.status[k] for k in ("stage", "node", "job_id", "array_task", "restart", "host")}
@@ -124,6 +146,8 @@ class GpuWatch:
         return self
 
     def _idle(self, why: str) -> None:
+        from slurmflow import gpu
+
         rule = self.p.stage.gpu_idle
         assert rule is not None
         me = _my_job_id() or self.p.node
@@ -146,6 +170,8 @@ class GpuWatch:
     def stop(self) -> None:
         if self.sampler is None:
             return
+        from slurmflow import gpu, usage
+
         self.sampler.stop()
         self.p.status["gpu_samples"] = self.sampler.samples
         try:  # `slurmflow gpu` reads this instead of the samples; never worth failing the task for
@@ -221,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if p.stage.command is None:
             raise SlurmflowError(f"stage {p.stage.name} has no command")
-        words = config.command_argv(p.stage.command, p.cfg)
+        words = trialcfg.command_argv(p.stage.command, p.cfg)
         code, requeued = _run_command(p, words)
     except SlurmflowError as exc:
         print(f"slurmflow task: {exc}", file=sys.stderr)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from slurmflow import config, sweep
+from slurmflow import config, sweep, trialcfg
 from slurmflow.errors import UsageError
 from slurmflow.model import DepKind
 
@@ -48,7 +48,7 @@ def test_command_line_sweeps_replace_the_config_sweep(cfgdir: Path) -> None:
 def test_command_words_are_resolved_one_argument_each(cfgdir: Path) -> None:
     exp = config.load(cfgdir, "config", ["+note=\"a b 'c' *\""])
     cfg = config.trial_config(cfgdir, "config", [*exp.base_overrides, "model.lr=0.1", "seed=2"])
-    assert config.command_argv("python x.py --lr ${model.lr} --n ${note}", cfg) == [
+    assert trialcfg.command_argv("python x.py --lr ${model.lr} --n ${note}", cfg) == [
         "python",
         "x.py",
         "--lr",
