@@ -126,7 +126,7 @@ def write_run(
     now = clock()
     exp = prep.experiment
     store = RunStore.create(runs_dir.resolve(), new_run_id(exp.name, now))
-    store.snapshot_config(exp.config_dir)
+    store.snapshot_config(exp.config_dir, runs_dir=runs_dir)  # never the runs, wherever they are
     store.write_text("experiment.yaml", config.to_yaml(exp.config))
     store.write_json(
         "launch.json",

@@ -1,7 +1,7 @@
 """The run directory: snapshot, manifest, plan, scripts, provenance, and an append-only event log.
 
 runs/<run_id>/            mode 0700: private to its owner
-  config/                 snapshot of the config directory taken at launch
+  config/                 the config tree's YAML files, copied at launch (no runs, data or .git)
   experiment.yaml         the composed experiment (sweep keys at their defaults)
   launch.json             config name, base overrides, working directory, python
   trials.jsonl            one trial a line; trials.idx holds each line's byte offset
@@ -41,6 +41,72 @@ from slurmflow.model import (
     StageDep,
     Trial,
 )
+
+# The config snapshot holds config files only. With `-cd .` at a project root (a common Hydra
+# layout) a copy of the whole directory took the project, data and earlier runs with it: each run
+# nested the last (until a path grew too long) and a 30 MB data file filled 77 GB in two launches.
+SNAPSHOT_SUFFIXES = (".yaml", ".yml")
+SNAPSHOT_MAX_BYTES = 20 * 1024 * 1024
+SNAPSHOT_MAX_FILES = 5000
+_RUN_MARKERS = ("events.jsonl", "launch.json", "trials.jsonl")  # beside plan.json: a run directory
+
+
+def _is_skipped_dir(path: Path, skip: set[Path]) -> bool:
+    """Directories that hold no experiment config: hidden ones (.git, .venv), caches, virtual
+    environments (their packages ship YAML), the runs directory, and any run directory."""
+    if path.name.startswith(".") or path.name == "__pycache__" or path in skip:  # a link's target too
+        return True
+    if (path / "pyvenv.cfg").is_file():
+        return True
+    return (path / "plan.json").is_file() and any((path / m).exists() for m in _RUN_MARKERS)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"
+
+
+def config_files(config_dir: Path, *, skip: Iterable[Path] = ()) -> list[tuple[Path, Path]]:
+    """The YAML files of a config tree as (path in the snapshot, file to copy), in a stable order.
+    A symbolic link counts only where it points inside the tree, under its own name (a config may
+    name either); one to a directory it sits in is not followed, which would loop. Past
+    SNAPSHOT_MAX_FILES or SNAPSHOT_MAX_BYTES: a UsageError."""
+    top = config_dir.resolve()
+    skipped = {p.resolve() for p in skip}
+    found: list[tuple[Path, Path]] = []
+    total = 0
+    # (directory, its path in the snapshot, the directories it sits in): a link back to one is a loop.
+    stack: list[tuple[Path, Path, frozenset[Path]]] = [(top, Path(), frozenset({top}))]
+    while stack:
+        real, rel, chain = stack.pop()
+        try:
+            with os.scandir(real) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue  # unreadable: nothing in it can be composed either
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue  # hidden: .git, .venv, .pre-commit-config.yaml
+            path = Path(entry.path).resolve() if entry.is_symlink() else Path(entry.path)
+            if not path.is_relative_to(top):
+                continue
+            if path.is_dir():
+                if path not in chain and not _is_skipped_dir(path, skipped):
+                    stack.append((path, rel / entry.name, chain | {path}))
+            elif path.is_file() and entry.name.endswith(SNAPSHOT_SUFFIXES):
+                found.append((rel / entry.name, path))
+                total += path.stat().st_size
+                if len(found) > SNAPSHOT_MAX_FILES:
+                    raise UsageError(
+                        f"config directory {top}: more than {SNAPSHOT_MAX_FILES} YAML files to snapshot "
+                        "into the run: point -cd/--config-dir at the directory that holds the experiment's configs"
+                    )
+    if total > SNAPSHOT_MAX_BYTES:
+        raise UsageError(
+            f"config directory {top}: its YAML files come to {_size(total)}, more than the "
+            f"{_size(SNAPSHOT_MAX_BYTES)} a run's config snapshot holds: point -cd/--config-dir at the "
+            "directory that holds the experiment's configs"
+        )
+    return sorted(found)
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
@@ -160,10 +226,33 @@ class RunStore:
     def read_json(self, name: str) -> Any:
         return json.loads((self.root / name).read_text())
 
-    def snapshot_config(self, config_dir: Path) -> Path:
+    def snapshot_config(self, config_dir: Path, *, runs_dir: Path | None = None) -> Path:
+        """Copy the config tree's YAML files into the run (the job composes its trial from them).
+        A past-the-cap tree is refused before anything is copied, and the run directory, still
+        empty, is removed: nothing is left of a launch that cannot proceed."""
         dest = self.root / "config"
-        shutil.copytree(config_dir, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
+        try:
+            files = config_files(config_dir, skip=(self.root, *(() if runs_dir is None else (runs_dir,))))
+        except UsageError:
+            self._discard_if_empty()
+            raise
+        old = os.umask(0o077)
+        try:
+            dest.mkdir(mode=0o700)
+            for rel, src in files:
+                target = dest / rel
+                target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                shutil.copyfile(src, target)  # the content: a link inside the tree becomes a file
+        finally:
+            os.umask(old)
         return dest
+
+    def _discard_if_empty(self) -> None:
+        for sub in ("scripts", "logs", "trials"):
+            with contextlib.suppress(OSError):  # rmdir removes only an empty directory
+                (self.root / sub).rmdir()
+        with contextlib.suppress(OSError):
+            self.root.rmdir()
 
     # --- trial manifest: one JSON line per trial, offsets for O(1) lookup in each task ---------
 
