@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from slurmflow.errors import UsageError
 from slurmflow.model import Checkpoint, DepKind, GpuSampling, IdleRule, Resources, RetryPolicy, Stage, StageDep
+from slurmflow.reserved import check_extra
 from slurmflow.sweep import Axis
 from slurmflow.trialcfg import command_argv
 
@@ -248,7 +249,7 @@ def _whole(value: object, where: str, low: int, high: int) -> int:
     return value
 
 
-def _resources(raw: object, where: str) -> Resources:
+def _resources(raw: object, where: str, *, checkpoint: bool = False) -> Resources:
     if raw is None:
         return Resources()
     raw = _fields(raw, where, RESOURCE_FIELDS, "a mapping of partition, gpus, cpus, mem, time, ...")
@@ -280,11 +281,18 @@ def _resources(raw: object, where: str) -> Resources:
     if raw.get("time") is not None:
         out["time"] = slurm_time(raw["time"], f"{where}.time")
     extra = raw.get("extra") or []
+    if isinstance(extra, list):  # before the shape check: `-J name` gets the reason, not the shape
+        check_extra(extra, f"{where}.extra", checkpoint=checkpoint)
     if not isinstance(extra, list) or not all(isinstance(e, str) and e.startswith("--") for e in extra):
         raise UsageError(f"{where}.extra: expected a list of sbatch options such as ['--nice=10']")
     for e in extra:
         if "\n" in e or "\0" in e:
             raise UsageError(f"{where}.extra: {e!r} contains a line break")
+        # Each entry is one sbatch argument: '--nice 10' would reach sbatch as one unknown option.
+        name = e.split("=", 1)[0]
+        if re.search(r"\s", name):
+            fix = "=".join(name.split(None, 1))
+            raise UsageError(f"{where}.extra: {e!r} has a space in the option name: write {fix!r}")
     out["extra"] = tuple(extra)
     return Resources(**out)
 
@@ -416,7 +424,8 @@ def parse_stage(name: str, raw: object) -> Stage:
     max_parallel = raw.get("max_parallel")
     if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
         raise UsageError(f"{where}.max_parallel: {max_parallel!r} must be a whole number >= 1")
-    resources = _resources(raw.get("resources"), f"{where}.resources")
+    checkpoint = raw.get("checkpoint") not in (None, False)
+    resources = _resources(raw.get("resources"), f"{where}.resources", checkpoint=checkpoint)
     if raw.get("gpu_idle") and not resources.gpus:
         raise UsageError(f"{where}.gpu_idle: the stage asks for no GPUs: set resources.gpus or drop gpu_idle")
     return Stage(

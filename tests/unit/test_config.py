@@ -88,6 +88,13 @@ def test_command_words_are_resolved_one_argument_each(cfgdir: Path) -> None:
         ("command: python jobs/evaluate.py", "command: python 'jobs/evaluate.py", [], "balance the quotes"),
         ("command: python jobs/evaluate.py", "command: python jobs/evaluate.py ${nope.key}", [], "stages.eval.command"),
         (None, None, ["model.lr=interval(0,1)"], "interval"),
+        (
+            "mem: 1G, time: 30m",
+            "mem: 1G, time: 30m, extra: ['-J', 'mine']",
+            [],
+            "stages.train.resources.extra: -J (--job-name) is set by slurmflow",
+        ),
+        (None, None, ["+stages.train.resources.extra=['--signal=USR2@60']"], "--signal is set by slurmflow"),
     ],
 )
 def test_bad_input(cfgdir: Path, edit_from: str | None, edit_to: str | None, overrides: list[str], needle: str) -> None:
