@@ -124,25 +124,50 @@ def test_callable_stage_parameters_for_submitit() -> None:
     from slurmflow.model import JobNode, Resources
 
     res = Resources(partition="gpu", gpus=2, cpus=4, mem="8G", time="01:30:00", account="lab-a")
+    node = JobNode("score.0", "score", size=1001, array=True, throttle=10)
     spec = JobSpec(
         name="sf.r.score.0",
         script="",
+        partition="gpu",
+        account="lab-a",
+        gpus_per_task=2,
+        cpus_per_task=4,
+        mem="8G",
+        time="01:30:00",
+        array=node.array_expr(),
         dependency=Dependency.on(DepKind.AFTER_CORR, "12"),
         comment="slurmflow:r:score.0",
+        output="/r/logs/score.0/%a.out",
         chdir="/proj",
         requeue=False,
+        signal="B:USR1@120",
+        extra_args=("--open-mode=append", "--nice=10"),
     )
-    node = JobNode("score.0", "score", size=1001, array=True, throttle=10)
     params = callables.parameters(spec, node, res, hold=True)
-    assert params["dependency"] == "aftercorr:12" and params["array_parallelism"] == 10
-    assert params["time"] == 90 and params["gres"] == "gpu:2" and params["cpus_per_task"] == 4
+    assert params["array_parallelism"] == 10 and params["time"] == 90  # submitit's timeout, in minutes
+    assert params["use_srun"] is False and params["stderr_to_stdout"] is True and params["wckey"] is None
+    # Every sbatch option of the command stage but --parsable, keyed to replace submitit's own lines
+    # (its output in its folder, its USR2 signal, its minutes): the log, signal and extra are kept.
     assert params["additional_parameters"] == {
-        "kill-on-invalid-dep": "yes",
+        "job_name": "sf.r.score.0",
+        "partition": "gpu",
+        "account": "lab-a",
+        "gres": "gpu:2",
+        "cpus_per_task": "4",
+        "mem": "8G",
+        "time": "01:30:00",
+        "array": "0-1000%10",
+        "dependency": "aftercorr:12",
+        "kill_on_invalid_dep": "yes",
+        "no_requeue": True,
+        "comment": "slurmflow:r:score.0",
+        "output": "/r/logs/score.0/%a.out",
         "chdir": "/proj",
-        "no-requeue": True,
+        "signal": "B:USR1@120",
+        "open-mode": "append",
+        "nice": "10",
         "hold": True,
     }
-    assert params["job_name"] == "sf.r.score.0" and params["use_srun"] is False
 
 
 def test_node_spec_signal_and_appended_logs() -> None:
@@ -164,3 +189,10 @@ def test_node_spec_signal_and_appended_logs() -> None:
         JobNode("p", "p"), Stage("p", command="x"), {}, run_id="r", script="true", logs_dir="/r/logs", chdir="/p"
     )
     assert plain.signal is None and plain.output == "/r/logs/p/job.out"
+
+
+def test_log_dirs_to_create_before_sbatch() -> None:
+    spec = JobSpec(name="a", script="true", output="/r/logs/train.0/%a.out", error="/r/logs/train.0/%a.err")
+    assert sbatch.log_dirs(spec) == ["/r/logs/train.0"]
+    assert sbatch.log_dirs(JobSpec(name="a", script="true", output="/r/%j/x.out", error="e.out")) == []
+    assert sbatch.log_dirs(JobSpec(name="a", script="true")) == []
