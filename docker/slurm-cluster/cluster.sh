@@ -7,17 +7,31 @@
 #   cluster.sh logs      daemon logs, sinfo, squeue and sacct (what CI prints when something fails)
 #   cluster.sh exec [-u USER] CMD...   run a command inside the cluster (default user: alice)
 #
-# Environment: SLURMFLOW_MINI_NAME (container, default slurmflow-mini),
+# Environment: SLURMFLOW_MINI_VERSION (Slurm major.minor: 22.05, 24.11 or 26.05; default 24.11),
+# SLURMFLOW_MINI_NAME (container; default slurmflow-mini for 24.11, slurmflow-mini-<version> else),
 # SLURMFLOW_MINI_SHARED (host folder mounted at the same path inside, for run directories),
-# SLURMFLOW_MINI_BASE (base image; default debian:trixie, built with debootstrap when not present),
+# SLURMFLOW_MINI_BASE (base image; default debian:<suite>, built with debootstrap when not present),
 # SLURMFLOW_MINI_NO_CACHE=1 (rebuild every layer: a cold start).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-name=${SLURMFLOW_MINI_NAME:-slurmflow-mini}
-image=${SLURMFLOW_MINI_IMAGE:-slurmflow/mini-cluster:24.11}
-base=${SLURMFLOW_MINI_BASE:-debian:trixie}
-local_base=slurmflow/debian:trixie
+version=${SLURMFLOW_MINI_VERSION:-24.11}
+# The Slurm version is chosen by the Debian suite: no suite carries two Slurm versions.
+# debootstrap_script: the host's debootstrap may predate a suite; "forky" is debootstrapped with the
+# script of sid (bookworm, trixie and testing are links to it), passed explicitly.
+debootstrap_script=
+case "$version" in
+  22.05) suite=bookworm;;
+  24.11) suite=trixie;;
+  # forky (Debian 14, testing) ships 26.05.5, as sid does; bookworm's debootstrap has no forky script.
+  26.05) suite=forky; debootstrap_script=/usr/share/debootstrap/scripts/sid;;
+  *) echo "[cluster] SLURMFLOW_MINI_VERSION=$version: expected 22.05, 24.11 or 26.05" >&2; exit 2;;
+esac
+if [ "$version" = 24.11 ]; then default_name=slurmflow-mini; else default_name=slurmflow-mini-$version; fi
+name=${SLURMFLOW_MINI_NAME:-$default_name}
+image=${SLURMFLOW_MINI_IMAGE:-slurmflow/mini-cluster:$version}
+base=${SLURMFLOW_MINI_BASE:-debian:$suite}
+local_base=slurmflow/debian:$suite
 shared=${SLURMFLOW_MINI_SHARED:-$repo/.mini}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 log() { echo "[cluster] $*" >&2; }
@@ -36,20 +50,24 @@ ensure_docker() {
   fi
 }
 
-# No registry may be reachable: use the base image if present, else try to pull it, else make it
-# from Debian's packages with debootstrap and import it.
+# No registry may be reachable: use the base image if present (or the one made here before), else try
+# to pull it, else make it from Debian's packages with debootstrap and import it.
 ensure_base() {
   if docker image inspect "$base" >/dev/null 2>&1; then echo "$base"; return; fi
-  if timeout 60 docker pull -q "$base" >/dev/null 2>&1; then echo "$base"; return; fi
   if docker image inspect "$local_base" >/dev/null 2>&1; then echo "$local_base"; return; fi
+  if timeout 60 docker pull -q "$base" >/dev/null 2>&1; then echo "$base"; return; fi
   command -v debootstrap >/dev/null 2>&1 || {
     log "installing debootstrap"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
   local root; root=$(mktemp -d)
   log "building base image $local_base with debootstrap (no registry reachable)"
-  debootstrap --variant=minbase trixie "$root" "$mirror" >"$root.log" 2>&1 || { tail -20 "$root.log" >&2; exit 1; }
+  local t0=$SECONDS
+  # shellcheck disable=SC2086
+  debootstrap --variant=minbase "$suite" "$root" "$mirror" $debootstrap_script >"$root.log" 2>&1 \
+    || { tail -20 "$root.log" >&2; exit 1; }
   tar -C "$root" -c . | docker import - "$local_base" >/dev/null
   rm -rf "$root" "$root.log"
+  log "base image $local_base made in $((SECONDS - t0)) s"
   echo "$local_base"
 }
 
@@ -62,9 +80,13 @@ build() {
   done
   [ -s "$here/.build/host-ca.crt" ] || : > "$here/.build/host-ca.crt"
   log "building $image from $b"
+  local t0=$SECONDS
   # Host networking for the build only: apt and pip fetch packages; the cluster itself runs offline.
+  # --force-rm: the legacy builder otherwise leaves the container of a failed step behind.
   local nocache=(); [ -n "${SLURMFLOW_MINI_NO_CACHE:-}" ] && nocache=(--no-cache)
-  docker build -q "${nocache[@]}" --network host --build-arg "BASE_IMAGE=$b" -t "$image" "$here" >/dev/null
+  docker build -q --force-rm "${nocache[@]}" --network host --build-arg "BASE_IMAGE=$b" \
+    --build-arg "SLURM_VERSION=$version" -t "$image" "$here" >/dev/null
+  log "image $image built in $((SECONDS - t0)) s"
 }
 
 dump() {
@@ -92,7 +114,16 @@ up() {
   if ! docker exec "$name" cluster-ready --wait "${SLURMFLOW_MINI_TIMEOUT:-180}"; then
     log "cluster did not become ready"; dump >&2; exit 1
   fi
-  log "ready: $name (Slurm $(docker exec "$name" sinfo -V | awk '{print $2}'))"
+  # The image's Slurm must be the one asked for: a suite moving to another Slurm release (sid does)
+  # must fail here, not as puzzling test failures later.
+  local got; got=$(docker exec "$name" sinfo -V | awk '{print $2}')
+  case "$got" in
+    "$version".*) ;;
+    *) log "$name runs Slurm '$got', but SLURMFLOW_MINI_VERSION=$version was asked for (image $image," \
+         "Debian $suite); rebuild with SLURMFLOW_MINI_NO_CACHE=1 or pick the suite that ships $version"
+       exit 1;;
+  esac
+  log "ready: $name (Slurm $got)"
 }
 
 case "${1:-}" in
