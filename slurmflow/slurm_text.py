@@ -45,8 +45,14 @@ def parse_state(text: str) -> tuple[JobState, str | None]:
 
 def parse_exit_code(text: str) -> tuple[int | None, int | None]:
     """'1:0' -> (1, 0); '0:15' -> (0, 15); '' -> (None, None). Never classify by this alone:
-    a TIMEOUT may show 0:15 or 0:0 (SLURM_NOTES), so the state decides."""
+    a TIMEOUT may show 0:15 or 0:0 (SLURM_NOTES), so the state decides.
+
+    22.05's squeue prints the raw wait status instead ('256' for exit 1, '4021' for the 0:53 of a
+    launch failure): the low 7 bits are the signal, the high byte the exit code."""
     text = text.strip()
+    if text.isdigit():
+        status = int(text)
+        return (0, status & 0x7F) if status & 0x7F else (status >> 8, 0)
     if not text or ":" not in text:
         return None, None
     code, _, sig = text.partition(":")
@@ -367,8 +373,10 @@ _UNAVAILABLE = (
 )
 _AMBIGUOUS = ("socket timed out", "zero bytes were transmitted or received")
 _POLICY = ("violates accounting/qos policy", "qosmaxsubmitjob", "assocmaxsubmitjob", "job violates")
-# MaxJobCount reached: sbatch says so, retries for about a minute, then gives up (SLURM_NOTES).
-_FULL = ("temporarily unable to accept job",)
+# MaxJobCount reached: sbatch says so, retries for about 120 s, then gives up. 22.05 and 24.11 say
+# "temporarily unable to accept job" / "Resource temporarily unavailable"; 26.05 "Slurm job queue
+# full" / "MaxJobCount limit reached" (tests/fixtures/slurm/<version>/sbatch_max_job_count.err).
+_FULL = ("temporarily unable to accept job", "job queue full", "maxjobcount limit reached")
 _DBD = (
     "slurmdbd",
     "_open_persist_conn",

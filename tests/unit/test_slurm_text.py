@@ -263,3 +263,20 @@ def test_restart_count_is_the_higher_of_both_views() -> None:
     assert (
         st.merge_views([JobInfo("7", "j", JobState.PENDING)], [JobInfo("7", "j", JobState.FAILED)])[0].restarts is None
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [("0", (0, 0)), ("256", (1, 0)), ("4021", (0, 53)), ("9", (0, 9)), ("0:53", (0, 53)), ("", (None, None))],
+)
+def test_exit_code_as_code_signal_or_as_22_05_squeue_wait_status(text: str, parsed: tuple[int, int]) -> None:
+    assert st.parse_exit_code(text) == parsed
+
+
+@pytest.mark.parametrize("version", ["22.05", "24.11", "26.05"])
+def test_recorded_limit_refusals_of_each_version(version: str) -> None:
+    fix = FIX.parent / version
+    full = st.classify(CommandError(["sbatch"], 1, "", (fix / "sbatch_max_job_count.err").read_text()))
+    assert type(full) is ControllerFull
+    limit = st.classify(CommandError(["sbatch"], 1, "", (fix / "sbatch_max_submit.err").read_text()))
+    assert type(limit) is PolicyViolation
