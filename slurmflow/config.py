@@ -258,7 +258,9 @@ def _resources(raw: object, where: str, *, checkpoint: bool = False) -> Resource
         if raw.get(key) is not None:
             value = str(raw[key])
             _check_shell(value, f"{where}.{key}")
-            if not _SLURM_NAME.match(value):
+            # A partition may be a list (`cpu,gpu`): the job starts in whichever can run it first.
+            names = value.split(",") if key == "partition" else [value]
+            if not all(_SLURM_NAME.match(n) for n in names):
                 raise UsageError(f"{where}.{key}: {value!r} is not a Slurm name: use letters, digits, . _ -")
             out[key] = value
     if raw.get("constraint") is not None:

@@ -89,10 +89,13 @@ def _check_resources(stage: Stage, cluster: ClusterInfo) -> None:
                 f"{where}.gpus: {res.gpus} GPUs per task, but this machine has {cluster.partition_gpus['*']}"
             )
     elif cluster.partition_gpus and partition is not None:
-        if partition not in cluster.partition_gpus:
-            known = ", ".join(sorted(cluster.partition_gpus))
-            raise UsageError(f"{where}.partition: no partition {partition!r} on this cluster (partitions: {known})")
-        most = cluster.partition_gpus[partition]
+        # `cpu,gpu`: Slurm starts the job in whichever listed partition can run it first (man sbatch).
+        names = [p.strip() for p in partition.split(",")]
+        for name in names:
+            if name not in cluster.partition_gpus:
+                known = ", ".join(sorted(cluster.partition_gpus))
+                raise UsageError(f"{where}.partition: no partition {name!r} on this cluster (partitions: {known})")
+        most = max(cluster.partition_gpus[name] for name in names)
         if res.gpus > most:
             raise UsageError(
                 f"{where}.gpus: {res.gpus} GPUs per task, but no node of partition {partition!r} has more than {most}"

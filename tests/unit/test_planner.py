@@ -114,12 +114,22 @@ def test_throttle_below_chunk_count_chains_chunks() -> None:
         ),
         ({"a": Stage("a", command="x", resources=Resources(gpus=8))}, "no node of partition 'gpu' has more than 4"),
         ({"a": Stage("a", command="x", resources=Resources(partition="huge"))}, "no partition 'huge'"),
+        ({"a": Stage("a", command="x", resources=Resources(partition="gpu,huge"))}, "no partition 'huge'"),
+        (
+            {"a": Stage("a", command="x", resources=Resources(partition="cpu,gpu", gpus=5))},
+            "no node of partition 'cpu,gpu' has more than 4",
+        ),
         ({"a": Stage("a", command="x", resources=Resources(account="lab-z"))}, "no association with account 'lab-z'"),
     ],
 )
 def test_invalid_plans(stages: dict[str, Stage], needle: str) -> None:
     with pytest.raises(UsageError, match=needle.replace("(", r"\(")):
         planner.plan("d", stages, 3, CLUSTER)
+
+
+def test_a_partition_list_is_checked_name_by_name() -> None:
+    stage = Stage("a", command="x", resources=Resources(partition="cpu,gpu", gpus=4))
+    assert planner.plan("d", {"a": stage}, 3, CLUSTER).nodes[0].key == "a"
 
 
 def test_empty_sweep() -> None:
