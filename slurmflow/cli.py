@@ -330,12 +330,12 @@ def cmd_logs(args: argparse.Namespace, console: Console) -> int:
         node, index = nodes[0], None
         path = store.path("logs", node.key, "job.out")
     if not path.exists():
-        raise UsageError(f"no log at {path}: {_why_no_log(store, node.key, index, args.via)}")
+        raise UsageError(f"no log at {path}: {_why_no_log(store, node.key, index)}")
     sys.stdout.write(path.read_text())
     return 0
 
 
-def _why_no_log(store: RunStore, key: str, index: int | None, via: str | None) -> str:
+def _why_no_log(store: RunStore, key: str, index: int | None) -> str:
     """What Slurm says of a task that has no log: not started yet, or ended without ever running."""
     from slurmflow.status import exit_text, explain, launch_failed
 
@@ -344,7 +344,7 @@ def _why_no_log(store: RunStore, key: str, index: int | None, via: str | None) -
         return "the task has not been submitted"
     task = f"{job}_{index}" if index is not None else job
     try:
-        info = _run_backend(store, via).query([task]).by_id().get(task)
+        info = _run_backend(store, None).query([task]).by_id().get(task)  # the run's own prefix
     except SlurmflowError:
         info = None
     if info is None:
