@@ -9,7 +9,17 @@ import pytest
 
 from tests.contract.harness import FakeHarness, Harness, RealHarness
 
-CONTAINER = os.environ.get("SLURMFLOW_MINI_NAME", "slurmflow-mini")
+# The matrix in `make test` runs the cluster tiers once per Slurm version (docker/slurm-cluster).
+VERSION = os.environ.get("SLURMFLOW_MINI_VERSION", "24.11")
+CONTAINER = os.environ.get("SLURMFLOW_MINI_NAME") or (
+    "slurmflow-mini" if VERSION == "24.11" else f"slurmflow-mini-{VERSION}"
+)
+
+
+@pytest.fixture(scope="session")
+def slurm_version() -> str:
+    """The Slurm version (major.minor) the mini cluster under test runs."""
+    return VERSION
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +38,13 @@ def mini_cluster() -> str:
         pytest.fail(
             f"mini cluster {CONTAINER} is not ready ({(done.stderr or done.stdout).strip()}): "
             "run docker/slurm-cluster/cluster.sh up"
+        )
+    version = subprocess.run(["docker", "exec", CONTAINER, "sinfo", "-V"], capture_output=True, text=True, check=False)
+    # `slurm 22.05.8`, or `slurm-wlm 24.11.5` from Debian's packages.
+    if not (version.stdout.split() or [""])[-1].startswith(f"{VERSION}."):
+        pytest.fail(
+            f"mini cluster {CONTAINER} runs {version.stdout.strip() or version.stderr.strip()}, not Slurm {VERSION}: "
+            f"SLURMFLOW_MINI_VERSION={VERSION} docker/slurm-cluster/cluster.sh up"
         )
     return CONTAINER
 

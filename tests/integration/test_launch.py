@@ -71,6 +71,7 @@ def launch_json(container: str, workdir: Path, *args: str) -> dict[str, Any]:
     return doc
 
 
+@pytest.mark.smoke
 def test_demo_campaign_end_to_end(mini_cluster: str, workdir: Path) -> None:
     doc = launch_json(mini_cluster, workdir)
     nodes: dict[str, str] = doc["nodes"]
@@ -146,6 +147,7 @@ stages:
 """
 
 
+@pytest.mark.smoke
 def test_chunked_arrays_keep_aftercorr_pairs_and_offsets(mini_cluster: str, workdir: Path) -> None:
     (workdir / "configs" / "experiment" / "chunks.yaml").write_text(CHUNKS)
     doc = launch_json(mini_cluster, workdir, "experiment=chunks", "--max-array-size", "4")
@@ -205,6 +207,7 @@ def count_jobs_by_name(container: str, run_id: str) -> dict[str, int]:
     return {k: len(v) for k, v in seen.items()}
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("mode", ["kill", "timeout"])
 def test_interrupted_launch_resumes_without_duplicates(mini_cluster: str, workdir: Path, mode: str) -> None:
     wrapper = workdir / "crash-after.sh"
@@ -244,6 +247,7 @@ def test_editing_the_config_after_launch_does_not_reach_pending_jobs(mini_cluste
     assert sorted(m["seed"] for m in metrics) == [0, 1] and {m["epochs"] for m in metrics} == {7}
 
 
+@pytest.mark.smoke
 def test_hostile_values_reach_the_job_as_one_literal_argument(mini_cluster: str, workdir: Path) -> None:
     exp = CHUNKS.replace("sweep:\n  seed: range(10)", "sweep:\n  seed: range(1)").replace(
         'python -c "import sys; sys.exit(3 if int(sys.argv[1]) == 6 else 0)" ${seed}',
@@ -291,6 +295,7 @@ def test_malformed_yaml_exits_2(mini_cluster: str, workdir: Path) -> None:
     assert done.returncode == 2 and "malformed YAML" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.smoke
 def test_status_cancel_and_logs_of_a_run(mini_cluster: str, workdir: Path) -> None:
     """status explains a failure and a quota pending reason; cancel --stage; logs prints a task's log."""
     (workdir / "configs" / "experiment" / "chunks.yaml").write_text(CHUNKS)

@@ -72,6 +72,7 @@ def states_by_stage(container: str, nodes: dict[str, str]) -> dict[str, list[Job
     return out
 
 
+@pytest.mark.smoke
 def test_retryable_exit_code_is_retried_and_dependents_run(mini_cluster: str, workdir: Path) -> None:
     (workdir / "configs" / "experiment" / "flaky.yaml").write_text(FLAKY)
     doc = launch_json(mini_cluster, workdir, "experiment=flaky")
@@ -107,6 +108,7 @@ def test_program_failure_is_left_alone_and_explained(mini_cluster: str, workdir:
     assert [f["reason"] for f in eval_failures] == ["DependencyNeverSatisfied"]
 
 
+@pytest.mark.smoke
 def test_stopped_node_task_is_requeued_and_campaign_completes(mini_cluster: str, workdir: Path) -> None:
     (workdir / "configs" / "experiment" / "flaky.yaml").write_text(FLAKY)
     doc = launch_json(
@@ -179,7 +181,11 @@ def test_monitor_as_a_job_keeps_the_campaign_moving_after_logout(mini_cluster: s
         time.sleep(2)
 
 
-def test_retry_after_a_fix_reruns_only_what_did_not_succeed(mini_cluster: str, workdir: Path) -> None:
+@pytest.mark.smoke
+@pytest.mark.parametrize("failed_only", [False, True])
+def test_retry_after_a_fix_reruns_only_what_did_not_succeed(
+    mini_cluster: str, workdir: Path, failed_only: bool
+) -> None:
     exp = FLAKY.replace(
         "command: python -c \"import os, sys, time; time.sleep(float(sys.argv[3])); sys.exit(int(sys.argv[2]) if sys.argv[1] == '2' and os.environ.get('SLURM_RESTART_COUNT', '0') == '0' else 0)\" ${seed} ${fail_code} ${sleep}",
         "command: python -c \"import os, sys; sys.exit(3 if sys.argv[1] in ('1', '2') and os.path.exists('broken') else 0)\" ${seed}",
@@ -191,10 +197,12 @@ def test_retry_after_a_fix_reruns_only_what_did_not_succeed(mini_cluster: str, w
     run_id, nodes = str(doc["run_id"]), doc["nodes"]
     wait_final(mini_cluster, list(nodes.values()))
     (workdir / "broken").unlink()  # the researcher fixes the bug
-    done = slurmflow(mini_cluster, workdir, "retry", run_id, "--runs-dir", "runs", "--json")
+    flags = ["--failed"] if failed_only else []
+    done = slurmflow(mini_cluster, workdir, "retry", run_id, "--runs-dir", "runs", "--json", *flags)
     assert done.returncode == 0, done.stderr
     new = json.loads(done.stdout)["resubmitted"]
-    assert list(new) == ["train.0", "eval.0", "final"]
+    # --failed: only the tasks that failed, not those a failed dependency cancelled.
+    assert list(new) == (["train.0"] if failed_only else ["train.0", "eval.0", "final"])
     arrays = subprocess.run(
         [
             "docker",
@@ -217,9 +225,9 @@ def test_retry_after_a_fix_reruns_only_what_did_not_succeed(mini_cluster: str, w
     wait_final(mini_cluster, list(new.values()))
     st = json.loads(slurmflow(mini_cluster, workdir, "status", run_id, "--runs-dir", "runs", "--json").stdout)
     counts = {s["stage"]: s["counts"] for s in st["stages"]}
-    assert (
-        counts["train"] == {"COMPLETED": 4}
-        and counts["eval"] == {"COMPLETED": 4}
-        and counts["final"] == {"COMPLETED": 1}
-    )
+    assert counts["train"] == {"COMPLETED": 4}
+    if failed_only:
+        assert counts["eval"] == {"COMPLETED": 2, "CANCELLED": 2} and counts["final"] == {"CANCELLED": 1}
+    else:
+        assert counts["eval"] == {"COMPLETED": 4} and counts["final"] == {"COMPLETED": 1}
     assert st["done"] is True

@@ -156,6 +156,7 @@ def running_gpu_jobs(container: str) -> int:
     return len(out.split())
 
 
+@pytest.mark.smoke
 def test_cap_of_two_gpus_holds_a_sweep_to_two_at_once(mini_cluster: str, bobdir: Path) -> None:
     write_quota(bobdir / "cap.yaml", "accounts:\n  lab-b: {gpus: 2}\n")
     assert (
