@@ -4,12 +4,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CLUSTER := bash docker/slurm-cluster/cluster.sh
 
-.PHONY: help demo install lint test unit integration cluster-up cluster-down cluster-logs bench
+.PHONY: help demo install lint test unit integration matrix cluster-up cluster-down cluster-logs bench
 
 help:
 	@echo "make demo         bring the mini Slurm cluster up and launch the demo campaign on it"
 	@echo "make test         install everything, lint, type-check, start the cluster, run every test"
 	@echo "make unit         the fast tiers only (no cluster)"
+	@echo "make matrix       the contract and smoke tiers on the other Slurm versions (MATRIX=\"22.05 26.05\")"
 	@echo "make bench        planning, GPU sampler, launch, monitor and cluster benchmarks (against baselines)"
 	@echo "make cluster-down remove the cluster container"
 
@@ -53,9 +54,25 @@ cluster-logs:
 	$(CLUSTER) logs
 
 # Lint and the fast tiers first (seconds), then the cluster, then the whole suite with the
-# integration tier: it fails, never skips, when the cluster is not there.
+# integration tier: it fails, never skips, when the cluster is not there. Then the version matrix.
 test: lint unit cluster-up
 	$(BIN)/pytest -m "" --durations=10 || { $(CLUSTER) logs; exit 1; }
+	$(MAKE) --no-print-directory matrix
+
+# The other Slurm versions (docker/slurm-cluster builds each from its Debian suite): on each, the
+# contract suite and the smoke tier (`-m smoke`) of the integration tests; the default version
+# (24.11) runs everything in `make test`. One cluster at a time: the machine has 2 cores.
+MATRIX ?= 22.05 26.05
+matrix: install
+	@for v in $(MATRIX); do \
+	  t0=$$(date +%s); \
+	  SLURMFLOW_MINI_VERSION=$$v $(CLUSTER) up || exit 1; \
+	  t1=$$(date +%s); \
+	  SLURMFLOW_MINI_VERSION=$$v $(BIN)/pytest -m "integration and smoke" --durations=5 \
+	    || { SLURMFLOW_MINI_VERSION=$$v $(CLUSTER) logs; exit 1; }; \
+	  SLURMFLOW_MINI_VERSION=$$v $(CLUSTER) down; \
+	  echo "[matrix] Slurm $$v: cluster $$((t1 - t0)) s, tests $$(( $$(date +%s) - t1 )) s"; \
+	done
 
 integration: install cluster-up
 	$(BIN)/pytest -m integration || { $(CLUSTER) logs; exit 1; }
