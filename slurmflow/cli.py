@@ -20,7 +20,7 @@ from rich.table import Table
 from slurmflow import __version__
 from slurmflow.backends.local import LocalSlurm, detect_gpus
 from slurmflow.backends.slurm_cli import SlurmCLI
-from slurmflow.errors import CommandError, SlurmflowError, UsageError
+from slurmflow.errors import CommandError, CommandNotFound, SlurmflowError, SlurmNotConfigured, UsageError
 from slurmflow.model import JobState, Plan
 from slurmflow.runner import SubprocessRunner
 from slurmflow.store import RunStore, plan_to_dict
@@ -671,6 +671,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _no_slurm(exc: CommandError) -> str:
+    """One line for a machine without a usable Slurm, with the ways on."""
+    ways = "run slurmflow on a login node of the cluster, reach one with --via 'ssh LOGIN', or use --backend local"
+    if isinstance(exc, SlurmNotConfigured):
+        program = next((a for a in exc.argv if a in SLURM_PROGRAMS), "Slurm")
+        return f"Slurm's commands are installed here but not configured ({program}: no slurm.conf found): {ways}"
+    program = exc.argv[0] if exc.argv else "?"  # the program that is missing: a Slurm command, or the prefix's
+    if program in SLURM_PROGRAMS:
+        return f"Slurm's commands are not installed here ({program} not found on PATH): {ways}"
+    return f"{program} not found on PATH (the --via prefix or $SLURMFLOW_SLURM_PREFIX): fix it, or use --backend local"
+
+
+SLURM_PROGRAMS = frozenset({"sbatch", "squeue", "sacct", "scontrol", "scancel", "sinfo", "sacctmgr", "sshare"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -681,6 +696,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=bool(getattr(args, "json", False)))
     try:
         return int(args.func(args, console))
+    except (CommandNotFound, SlurmNotConfigured) as exc:
+        print(f"slurmflow: error: {_no_slurm(exc)}", file=sys.stderr)
+        return 2
     except CommandError as exc:
         print(f"slurmflow: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -11,6 +11,7 @@ SlurmflowError
 │       ├── AccountingUnavailable   slurmdbd does not answer: only the controller's view remains
 │       ├── SubmissionAmbiguous     "Socket timed out": the job may exist; reconcile before resubmitting
 │       ├── ControllerFull          the controller holds MaxJobCount jobs: sbatch gave up retrying
+│       ├── SlurmNotConfigured      Slurm's commands are installed but find no configuration
 │       └── PolicyViolation         rejected by an association or QOS limit
 ├── SubmissionRefused          a limit Slurm enforces refused part of a launch: the run is resumable
 └── ParseError                 Slurm printed something we do not understand (a bug or a new version)
@@ -89,6 +90,11 @@ class SubmissionAmbiguous(SlurmError):
 
 class PolicyViolation(SlurmError):
     """Slurm refused a job because of an association or QOS limit."""
+
+
+class SlurmNotConfigured(SlurmError):
+    """Slurm's client commands exist but have no configuration ("Could not establish a
+    configuration source"): not a login node of a cluster."""
 
 
 class ControllerFull(SlurmError):

@@ -15,12 +15,14 @@ from slurmflow.capabilities import SACCT_REQUIRED, SQUEUE_REQUIRED
 from slurmflow.errors import (
     AccountingUnavailable,
     CommandError,
+    CommandNotFound,
     CommandTimeout,
     ControllerFull,
     ControllerUnavailable,
     ParseError,
     PolicyViolation,
     SlurmError,
+    SlurmNotConfigured,
     SubmissionAmbiguous,
 )
 from slurmflow.model import ClusterConfig, JobInfo, JobState
@@ -377,6 +379,8 @@ _POLICY = ("violates accounting/qos policy", "qosmaxsubmitjob", "assocmaxsubmitj
 # "temporarily unable to accept job" / "Resource temporarily unavailable"; 26.05 "Slurm job queue
 # full" / "MaxJobCount limit reached" (tests/fixtures/slurm/<version>/sbatch_max_job_count.err).
 _FULL = ("temporarily unable to accept job", "job queue full", "maxjobcount limit reached")
+# A client with no slurm.conf and no configless controller (tests/fixtures/slurm/*/scontrol_unconfigured.err).
+_UNCONFIGURED = ("could not establish a configuration source",)
 _DBD = (
     "slurmdbd",
     "_open_persist_conn",
@@ -388,11 +392,15 @@ _DBD = (
 
 def classify(err: CommandError) -> CommandError:
     """Turn a failed Slurm command into the most specific error we know; others are returned as is."""
+    if isinstance(err, CommandNotFound):
+        return err  # the program is missing: nothing Slurm said to classify
     text = (err.stderr + "\n" + err.stdout).lower()
     prog = err.argv[0] if err.argv else ""
     cls: type[SlurmError] | None = None
     # slurmdbd's messages first: "Connection refused" from the database must not read as the controller.
-    if any(s in text for s in _DBD) or ("sacct" in err.argv and "error" in text and "connect" in text):
+    if any(s in text for s in _UNCONFIGURED):
+        cls = SlurmNotConfigured
+    elif any(s in text for s in _DBD) or ("sacct" in err.argv and "error" in text and "connect" in text):
         cls = AccountingUnavailable
     elif any(s in text for s in _FULL) and "sbatch" in err.argv:
         cls = ControllerFull  # sbatch was still retrying, or gave up: no job was accepted
