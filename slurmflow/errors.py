@@ -13,7 +13,7 @@ SlurmflowError
 │       ├── ControllerFull          the controller holds MaxJobCount jobs: sbatch gave up retrying
 │       ├── SlurmNotConfigured      Slurm's commands are installed but find no configuration
 │       └── PolicyViolation         rejected by an association or QOS limit
-├── SubmissionRefused          a limit Slurm enforces refused part of a launch: the run is resumable
+├── SubmissionRefused          a limit, or a controller away too long, stopped a launch: it resumes
 └── ParseError                 Slurm printed something we do not understand (a bug or a new version)
 """
 
@@ -103,9 +103,9 @@ class ControllerFull(SlurmError):
 
 
 class SubmissionRefused(SlurmflowError):
-    """A limit the controller or accounting enforces refused a submission part-way through a launch.
-    What was submitted stays submitted, the rest is recorded as not yet submitted, and the message
-    names the limit, its number and how to resume."""
+    """A limit the controller or accounting enforces refused a submission part-way through a launch,
+    or the controller stayed away longer than the launch waits. What was submitted stays submitted,
+    the rest is recorded as not yet submitted, and the message says why and how to resume."""
 
     exit_code = 3
 

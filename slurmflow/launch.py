@@ -21,7 +21,14 @@ from typing import Any
 from slurmflow import callables, config, planner, sweep, trialcfg
 from slurmflow.backends.base import Backend
 from slurmflow.backends.slurm_cli import SlurmCLI
-from slurmflow.errors import CommandError, SlurmflowError, SubmissionRefused, UsageError
+from slurmflow.errors import (
+    CommandError,
+    ControllerFull,
+    PolicyViolation,
+    SlurmflowError,
+    SubmissionRefused,
+    UsageError,
+)
 from slurmflow.model import ClusterInfo, JobNode, JobSpec, Plan
 from slurmflow.runner import SubprocessRunner
 from slurmflow.store import RunStore, plan_to_dict
@@ -194,6 +201,8 @@ def submit_run(
         try:
             return submit(plan, backend, store, ctx, resume=resume, progress=progress)
         except SubmissionRefused as exc:
+            if not isinstance(exc.cause, (ControllerFull, PolicyViolation)):
+                raise  # the controller went away: its message says all there is to say
             raise SubmissionRefused(_refusal(store, plan, backend, exc), node=exc.node, cause=exc.cause) from exc
 
 

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 from slurmflow import sbatch
 from slurmflow.backends.base import Backend
-from slurmflow.errors import ControllerFull, PolicyViolation, SubmissionAmbiguous, SubmissionRefused
+from slurmflow.errors import (
+    ControllerFull,
+    ControllerUnavailable,
+    PolicyViolation,
+    SubmissionAmbiguous,
+    SubmissionRefused,
+)
 from slurmflow.model import DepKind, JobInfo, JobNode, JobSpec, JobState, Plan
 from slurmflow.store import RunStore
 
@@ -30,6 +36,13 @@ class Context:
     hold: bool = False  # submit held (sbatch --hold); `scontrol release` starts them
     # Submits a callable stage's node through submitit; None: callables go through the script.
     submit_callable: Callable[[JobNode, JobSpec], str] | None = None
+    # A controller that does not answer is asked again after backoff_s, doubling up to
+    # max_backoff_s, for patience_s in all (slurmctld restarts take seconds to minutes).
+    backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+    patience_s: float = 600.0
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
 
 
 def _reconcile(backend: Backend, run_id: str, key: str) -> str | None:
@@ -37,6 +50,70 @@ def _reconcile(backend: Backend, run_id: str, key: str) -> str | None:
     found = backend.query(name=sbatch.job_name(run_id, key)).jobs
     bases = sorted({j.base_id for j in found}, key=int)
     return bases[0] if bases else None
+
+
+def _submit_node(
+    backend: Backend, store: RunStore, ctx: Context, node: JobNode, spec: JobSpec, script: str, *, via_submitit: bool
+) -> str:
+    """One node's sbatch, with its intent already recorded. A controller that does not answer
+    (restarting, overloaded) is asked again with a growing delay, for up to ctx.patience_s; before
+    each new try the job is looked up by name, as the RPC may have reached it."""
+    delay, deadline, tries = ctx.backoff_s, ctx.clock() + ctx.patience_s, 0
+    while True:
+        try:
+            if tries:
+                found = _reconcile(backend, ctx.run_id, node.key)
+                if found:
+                    return found
+            return _submit_once(backend, store, ctx, node, spec, script, via_submitit=via_submitit)
+        except ControllerUnavailable as exc:
+            tries += 1
+            if ctx.clock() + delay > deadline:
+                store.append({"event": "controller_gone", "node": node.key, "slurm": _last_line(exc), "t": time.time()})
+                raise SubmissionRefused(
+                    f"the Slurm controller did not answer for {ctx.patience_s:g} s ({_last_line(exc)}) while "
+                    f"submitting {node.key}; once it is back, `slurmflow resume {ctx.run_id}` submits the rest, "
+                    "none twice",
+                    node=node.key,
+                    cause=exc,
+                ) from exc
+            store.append({"event": "controller_busy", "node": node.key, "retry_in": delay, "t": time.time()})
+            ctx.sleep(delay)
+            delay = min(delay * 2, ctx.max_backoff_s)
+
+
+def _submit_once(
+    backend: Backend, store: RunStore, ctx: Context, node: JobNode, spec: JobSpec, script: str, *, via_submitit: bool
+) -> str:
+    try:
+        if via_submitit:
+            assert ctx.submit_callable is not None
+            return ctx.submit_callable(node, spec)
+        return backend.submit(spec, script)
+    except SubmissionAmbiguous:
+        # The job may exist: look for it by name before trying again, or it would run twice.
+        found = _reconcile(backend, ctx.run_id, node.key)
+        return found if found else backend.submit(spec, script)
+    except (ControllerFull, PolicyViolation) as exc:
+        # A limit Slurm enforces: stop here. What is submitted stays; the intent makes resume
+        # look this node up by name before it submits it, so nothing can run twice.
+        why = "MaxJobCount" if isinstance(exc, ControllerFull) else "submit limit"
+        store.append({"event": "refused", "node": node.key, "why": why, "slurm": _last_line(exc), "t": time.time()})
+        raise SubmissionRefused(
+            f"Slurm refused {node.key}: {_last_line(exc)}; once it fits, run `slurmflow resume {ctx.run_id}`",
+            node=node.key,
+            cause=exc,
+        ) from exc
+    except ControllerUnavailable:
+        raise
+    except Exception:
+        if not via_submitit:
+            raise
+        # submitit's own sbatch failed: it may still have created the job.
+        found = _reconcile(backend, ctx.run_id, node.key)
+        if not found:
+            raise
+        return found
 
 
 def _last_line(exc: Exception) -> str:
@@ -141,34 +218,7 @@ def submit(
         script_path = store.write_text(f"scripts/{node.key}.sh", sbatch.render_script(spec), executable=True)
         store.append({"event": "intent", "node": node.key, "t": time.time()})
         via_submitit = ctx.submit_callable is not None and plan.stages[node.stage].callable is not None
-        try:
-            if via_submitit:
-                assert ctx.submit_callable is not None
-                job_id = ctx.submit_callable(node, spec)
-            else:
-                job_id = backend.submit(spec, str(script_path))
-        except SubmissionAmbiguous:
-            # The job may exist: look for it by name before trying again, or it would run twice.
-            found = _reconcile(backend, ctx.run_id, node.key)
-            job_id = found if found else backend.submit(spec, str(script_path))
-        except (ControllerFull, PolicyViolation) as exc:
-            # A limit Slurm enforces: stop here. What is submitted stays; the intent makes resume
-            # look this node up by name before it submits it, so nothing can run twice.
-            why = "MaxJobCount" if isinstance(exc, ControllerFull) else "submit limit"
-            store.append({"event": "refused", "node": node.key, "why": why, "slurm": _last_line(exc), "t": time.time()})
-            raise SubmissionRefused(
-                f"Slurm refused {node.key}: {_last_line(exc)}; once it fits, run `slurmflow resume {ctx.run_id}`",
-                node=node.key,
-                cause=exc,
-            ) from exc
-        except Exception:
-            if not via_submitit:
-                raise
-            # submitit's own sbatch failed: it may still have created the job.
-            found = _reconcile(backend, ctx.run_id, node.key)
-            if not found:
-                raise
-            job_id = found
+        job_id = _submit_node(backend, store, ctx, node, spec, str(script_path), via_submitit=via_submitit)
         store.append({"event": "submitted", "node": node.key, "job_id": job_id, "t": time.time()})
         ids[node.key] = job_id
         if progress:

@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 
 from slurmflow.backends import FakeSlurm
-from slurmflow.errors import ControllerFull, PolicyViolation, SlurmError, SubmissionAmbiguous, SubmissionRefused
+from slurmflow.errors import (
+    ControllerFull,
+    ControllerUnavailable,
+    PolicyViolation,
+    SlurmError,
+    SubmissionAmbiguous,
+    SubmissionRefused,
+)
 from slurmflow.launch import Prepared, prepare, submit_run, write_run
 from slurmflow.model import JobSpec, JobState
 from slurmflow.store import RunStore
@@ -210,5 +217,90 @@ def test_a_limit_refusal_stops_the_launch_resumably(
     assert [e["why"] for e in store.events() if e["event"] == "refused"] == [
         "submit limit" if isinstance(fault, PolicyViolation) else "MaxJobCount"
     ]
+    ids = submit_run(store, fake, resume=True)
+    assert len(ids) == 6 and set(jobs_per_name(fake).values()) == {1}
+
+
+class Away:
+    """Wraps a backend; from the n-th submission on, the controller does not answer `away` RPCs in
+    a row (and, with `created`, the first of those did reach it and made the job)."""
+
+    def __init__(self, inner: FakeSlurm, n: int, away: int, *, created: bool = False) -> None:
+        self.inner, self.n, self.away, self.created, self.count, self.failed = inner, n, away, created, 0, 0
+        self.down = ControllerUnavailable(
+            ["sbatch"], 1, "", "sbatch: error: Batch job submission failed: Unable to contact slurm controller"
+        )
+
+    def submit(self, spec: JobSpec, script_path: str | None = None) -> str:
+        self.count += 1
+        if self.count >= self.n and self.failed < self.away:
+            self.failed += 1
+            if self.created and self.failed == 1:
+                self.inner.submit(spec, script_path)
+            raise self.down
+        return self.inner.submit(spec, script_path)
+
+    def query(self, *args: Any, **kw: Any) -> Any:
+        if self.count >= self.n and 0 < self.failed < self.away:
+            self.failed += 1
+            raise self.down  # the reconcile meets the same absent controller
+        return self.inner.query(*args, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _patient(store: RunStore, waits: list[float], patience: float) -> Any:
+    """submit_run's context with a fake clock that the fake sleep advances."""
+    from slurmflow import launch
+
+    now = [0.0]
+
+    def sleep(s: float) -> None:
+        waits.append(s)
+        now[0] += s
+
+    real = launch.context
+
+    def context(*a: Any, **kw: Any) -> Any:
+        import dataclasses
+
+        return dataclasses.replace(real(*a, **kw), clock=lambda: now[0], sleep=sleep, patience_s=patience)
+
+    return context
+
+
+@pytest.mark.parametrize("created", [False, True])
+def test_a_restarting_controller_is_waited_for_with_backoff_and_nothing_doubles(
+    prepared: tuple[Prepared, FakeSlurm, Path], monkeypatch: pytest.MonkeyPatch, created: bool
+) -> None:
+    prep, fake, tmp = prepared
+    store = new_run(prep, tmp)
+    waits: list[float] = []
+    from slurmflow import launch
+
+    monkeypatch.setattr(launch, "context", _patient(store, waits, patience=600))
+    ids = submit_run(store, Away(fake, 3, 4, created=created))
+    assert len(ids) == 6 and set(jobs_per_name(fake).values()) == {1}
+    assert waits == [1.0, 2.0, 4.0, 8.0]  # doubling, then it answered
+    assert [e["retry_in"] for e in store.events() if e["event"] == "controller_busy"] == waits
+
+
+def test_a_controller_away_too_long_stops_the_launch_resumably(
+    prepared: tuple[Prepared, FakeSlurm, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prep, fake, tmp = prepared
+    store = new_run(prep, tmp)
+    waits: list[float] = []
+    from slurmflow import launch
+
+    monkeypatch.setattr(launch, "context", _patient(store, waits, patience=60))
+    with pytest.raises(SubmissionRefused) as gone:
+        submit_run(store, Away(fake, 2, 1000))
+    msg = str(gone.value)
+    assert "did not answer for 60 s (Batch job submission failed: Unable to contact slurm controller)" in msg
+    assert f"`slurmflow resume {store.run_id}`" in msg and sum(waits) <= 60
+    assert list(store.state().submitted) == ["prep"]
+    monkeypatch.undo()
     ids = submit_run(store, fake, resume=True)
     assert len(ids) == 6 and set(jobs_per_name(fake).values()) == {1}
