@@ -208,17 +208,17 @@ def _run_backend(store: RunStore, via: str | None) -> SlurmCLI:
     return backend
 
 
-def _campaign(store: RunStore, backend: SlurmCLI) -> CampaignStatus:
+def _campaign(store: RunStore, backend: Backend) -> CampaignStatus:
     from slurmflow.status import summarise
 
-    state = store.state()
-    ids = state.job_ids()
+    plan, state = store.plan(), store.state()
+    ids = state.jobs(plan, holding=True)
     result = backend.query(ids) if ids else None
     events = store.events()
     started = float(events[0].get("t", time.time())) if events else time.time()
     return summarise(
         store.run_id,
-        store.plan(),
+        plan,
         state.submitted,
         result.jobs if result else (),
         logs_dir=str(store.path("logs")),
@@ -229,7 +229,18 @@ def _campaign(store: RunStore, backend: SlurmCLI) -> CampaignStatus:
         actions=[
             e
             for e in events
-            if e.get("event") in ("requeued", "rewired", "gave_up", "requeue_failed", "resubmitted", "gpu_idle")
+            if e.get("event")
+            in (
+                "requeued",
+                "rewired",
+                "gave_up",
+                "requeue_failed",
+                "action_failed",  # a monitor action Slurm refused: tried again on a later tick
+                "tick_failed",  # a monitor job's tick raised: its successor was submitted all the same
+                "reschedule_failed",  # the monitor job's chain ended: Slurm refused its successor
+                "resubmitted",
+                "gpu_idle",
+            )
         ],
         moved=state.moved,
     )
@@ -285,25 +296,19 @@ def cmd_gpu(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _select_nodes(store: RunStore, stage: str | None) -> dict[str, str]:
-    plan, submitted = store.plan(), store.state().submitted
-    if stage is not None and stage not in plan.stages:
-        raise UsageError(f"--stage {stage!r}: no such stage in run {store.run_id} (stages: {', '.join(plan.stages)})")
-    return {k: v for k, v in submitted.items() if stage is None or plan.node(k).stage == stage}
-
-
 def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
+    from slurmflow.cancel import cancel
+
     store = RunStore.open(args.run, Path(args.runs_dir))
     backend = _run_backend(store, args.via)
-    nodes = _select_nodes(store, args.stage)
-    backend.cancel(sorted(set(nodes.values()), key=int))
-    store.append({"event": "cancelled", "nodes": sorted(nodes), "by": "user", "t": time.time()})
+    done = cancel(store, backend, stage=args.stage)
     if args.json:
-        print(json.dumps({"run_id": store.run_id, "cancelled": nodes}, indent=2))
+        print(json.dumps({"run_id": store.run_id, "cancelled": done.nodes, "job_ids": list(done.job_ids)}, indent=2))
     else:
         console.print(
-            f"cancelled {len(nodes)} submission(s) of run {store.run_id}"
+            f"cancelled {len(done.job_ids)} live job(s) of run {store.run_id}"
             + (f", stage {args.stage}" if args.stage else "")
+            + (f": {', '.join(done.job_ids)}" if done.job_ids else "")
         )
     return 0
 
@@ -357,36 +362,16 @@ def _why_no_log(store: RunStore, key: str, index: int | None) -> str:
     return said
 
 
-def _submit_monitor_job(store: RunStore, backend: SlurmCLI, args: argparse.Namespace, delay: float) -> str:
-    """The monitor as a small CPU job: one tick, then it submits its successor `delay` seconds
-    later, until the run ends. `singleton` on one name keeps at most one of them queued or running."""
-    from slurmflow.model import Dependency, DepKind, JobSpec
+def _submit_monitor_job(store: RunStore, backend: Backend, args: argparse.Namespace, delay: float) -> str:
+    """The first link of the monitor's job chain (slurmflow/monitor_job.py), `delay` seconds from now."""
+    from slurmflow import monitor_job
 
-    # In the job, Slurm's commands are local: no prefix, whatever the launch used.
-    argv = [sys.executable, "-m", "slurmflow", "monitor", str(store.root), "--once", "--via", ""]
-    argv += ["--reschedule", str(args.interval)]
-    if args.partition:
-        argv += ["--partition", args.partition]
-    spec = JobSpec(
-        name=f"sf.{store.run_id}.monitor",
-        script="exec " + " ".join(shlex.quote(a) for a in argv),
-        partition=args.partition,
-        cpus_per_task=1,
-        mem="512M",
-        time="10:00",
-        output=str(store.path("logs", "monitor.out")),
-        dependency=Dependency.on(DepKind.SINGLETON),
-        extra_args=("--open-mode=append", f"--begin=now+{max(1, int(delay))}"),
-        comment=f"slurmflow:{store.run_id}:monitor",
-    )
-    job_id = backend.submit(spec)
-    store.append({"event": "monitor_job", "job_id": job_id, "t": time.time()})
-    return job_id
+    return monitor_job.submit(store, backend, interval=args.interval, partition=args.partition, delay=delay)
 
 
 def cmd_monitor(args: argparse.Namespace, console: Console) -> int:
     from slurmflow.errors import ControllerUnavailable
-    from slurmflow.monitor import tick
+    from slurmflow.monitor import Tick, tick
 
     store = RunStore.open(args.run, Path(args.runs_dir))
     backend = _run_backend(store, args.via)
@@ -396,17 +381,8 @@ def cmd_monitor(args: argparse.Namespace, console: Console) -> int:
             f"monitor of run {store.run_id} runs as Slurm job {job_id}, every {args.interval:g} s; you can log out"
         )
         return 0
-    interval = args.interval
-    while True:
-        try:
-            result = tick(store, backend)
-        except ControllerUnavailable as exc:
-            # slurmctld restarting: running jobs survive it; try again later, never resubmit.
-            console.print(f"[yellow]controller unavailable, retrying in {interval:g} s: {exc}[/]")
-            if args.once:
-                return 1
-            time.sleep(interval)
-            continue
+
+    def show(result: Tick) -> None:
         for action in result.actions:
             line = f"{action['event']}: {action['task']} ({action['node']}): {action['why']}"
             if args.json:
@@ -415,12 +391,46 @@ def cmd_monitor(args: argparse.Namespace, console: Console) -> int:
                 console.print(line, highlight=False)
         if not result.accounting_available:
             console.print("[yellow]slurmdbd did not answer: acting on the controller's view only[/]")
+        if result.done and not args.json:
+            console.print(f"run {store.run_id}: every job has ended")
+
+    if args.reschedule is not None:
+        # A link of the --as-job chain: it submits its successor whatever its tick did (monitor_job.py).
+        import traceback
+
+        from slurmflow import monitor_job
+
+        link = monitor_job.tick_and_reschedule(
+            store,
+            backend,
+            interval=args.reschedule,
+            partition=args.partition,
+            this_job=os.environ.get("SLURM_JOB_ID"),
+        )
+        if link.tick is not None:
+            show(link.tick)
+        if isinstance(link.error, CommandError):
+            console.print(f"[red]{link.error}[/]", highlight=False)
+        elif link.error is not None:
+            traceback.print_exception(link.error)  # a bug of ours: the job's log keeps the traceback
+        if link.successor:
+            console.print(f"next monitor job: {link.successor}")
+        return link.exit_code
+    interval = args.interval
+    while True:
+        try:
+            result = tick(store, backend)
+        except CommandError as exc:
+            # slurmctld restarting (running jobs survive it) or a query that failed: try again later,
+            # never resubmit. A refused action does not get here: the tick records it and goes on.
+            what = "controller unavailable" if isinstance(exc, ControllerUnavailable) else "Slurm query failed"
+            console.print(f"[yellow]{what}, retrying in {interval:g} s: {exc}[/]", highlight=False)
+            if args.once:
+                return 1
+            time.sleep(interval)
+            continue
+        show(result)
         if args.once or result.done:
-            if result.done and not args.json:
-                console.print(f"run {store.run_id}: every job has ended")
-            elif args.reschedule is not None:
-                args.interval = args.reschedule
-                console.print(f"next monitor job: {_submit_monitor_job(store, backend, args, args.reschedule)}")
             return 0
         # Back off while nothing happens: one batched query per tick whatever the run's size.
         interval = args.interval if result.actions else min(args.max_interval, interval * 1.5)

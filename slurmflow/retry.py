@@ -36,6 +36,6 @@ def retry(store: RunStore, backend: Backend, *, stage: str | None, failed_only: 
     plan, state = store.plan(), store.state()
     if stage is not None and stage not in plan.stages:
         raise UsageError(f"--stage {stage!r}: no such stage in run {store.run_id} (stages: {', '.join(plan.stages)})")
-    jobs = backend.query(state.job_ids()).by_id()
+    jobs = backend.query(state.jobs(plan, holding=True)).by_id()
     chosen = select(plan, state, jobs, stage=stage, failed_only=failed_only)
     return resubmit(store, backend, plan, state, jobs, chosen, why="slurmflow retry")

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from slurmflow import sbatch, slurm_text
 from slurmflow.backends.base import Backend
+from slurmflow.errors import CommandError
 from slurmflow.model import DepClause, Dependency, DepKind, JobInfo, JobNode, JobState, Plan
 from slurmflow.store import RunState, RunStore
 
@@ -76,9 +77,12 @@ def resubmit(
     *,
     why: str,
     mem: Mapping[str, str] | None = None,
+    on_error: Callable[[str, CommandError], None] | None = None,
 ) -> dict[str, str]:
     """New jobs for the chosen tasks of each node (in plan order), with `mem` overrides per node.
-    Updates `state.moved` so later nodes, status and the monitor follow the tasks."""
+    Updates `state.moved` so later nodes, status and the monitor follow the tasks. With `on_error`,
+    a submission that fails is reported there and the rest of the batch waits for a later call
+    (later nodes may depend on it): the nodes submitted so far are returned."""
     launch = store.read_json("launch.json")
     new_ids: dict[str, str] = {}
     for node in plan.nodes:  # topological: a retried parent is submitted before its children
@@ -111,7 +115,13 @@ def resubmit(
             spec = dataclasses.replace(spec, mem=mem[node.key])
         attempt = sum(1 for ev in store.events() if ev.get("event") == "resubmitted" and ev.get("node") == node.key) + 1
         script = store.write_text(f"scripts/{node.key}.retry{attempt}.sh", sbatch.render_script(spec), executable=True)
-        job_id = backend.submit(spec, str(script))
+        try:
+            job_id = backend.submit(spec, str(script))
+        except CommandError as exc:
+            if on_error is None:
+                raise
+            on_error(node.key, exc)
+            break
         new_ids[node.key] = job_id
         store.append(
             {
@@ -128,4 +138,5 @@ def resubmit(
         # Later nodes of this retry see the parent's tasks in their new job.
         for i in indices:
             state.moved[(node.key, i)] = job_id
+        state.resubmissions.setdefault(node.key, []).append(job_id)
     return new_ids

@@ -18,7 +18,8 @@ REASONS: Mapping[str, str] = {
     "Priority": "queued behind jobs of higher priority",
     "Resources": "waiting for free nodes or GPUs",
     "BeginTime": "held until its begin time (a requeued job waits about 2 minutes)",
-    "JobHeldUser": "held (launched with --hold): `scontrol release <id>` starts it",
+    "JobHeldUser": "held: launched with --hold (`scontrol release <id>` starts it), or a rewire the monitor "
+    "finishes on its next tick",
     "JobHeldAdmin": "held by an administrator",
     "JobArrayTaskLimit": "the stage's max_parallel throttle is reached",
     "AssocGrpGRES": "the account's concurrent GPU cap (GrpTRES gres/gpu) is reached",

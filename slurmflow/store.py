@@ -147,15 +147,35 @@ class RunState:
     intents: set[str] = field(default_factory=set)
     skipped: set[str] = field(default_factory=set)
     complete: bool = False
-    # Tasks resubmitted by `slurmflow retry`: (node, array index or None) -> the job that now holds it.
+    # Tasks resubmitted by `slurmflow retry` or the monitor (out of memory): (node, array index or
+    # None) -> the job that now holds it.
     moved: dict[tuple[str, int | None], str] = field(default_factory=dict)
+    # Every job each node's tasks were resubmitted as, in order: `moved` keeps only the latest.
+    resubmissions: dict[str, list[str]] = field(default_factory=dict)
+    monitor_jobs: list[str] = field(default_factory=list)  # `monitor --as-job`, each link of the chain
 
     def job_of(self, node: str, index: int | None) -> str | None:
         """The job id now holding a task: its retry's, or the node's original submission."""
         return self.moved.get((node, index)) or self.submitted.get(node)
 
-    def job_ids(self) -> list[str]:
-        return sorted(set(self.submitted.values()) | set(self.moved.values()), key=int)
+    def jobs(self, plan: Plan, *, stage: str | None = None, holding: bool = False) -> list[str]:
+        """The one answer to "which Slurm jobs belong to this run", in submission order: each node's
+        original submission, every resubmission of its tasks (`slurmflow retry`, out of memory) and,
+        for the whole run, the monitor's own jobs. With `stage`, only that stage's nodes' jobs. With
+        `holding`, only the jobs that hold one of the plan's tasks now (what a query of the tasks
+        needs; no monitor job, no job whose every task was resubmitted elsewhere)."""
+        nodes = [n for n in plan.nodes if n.key in self.submitted and (stage is None or n.stage == stage)]
+        found: set[str] = set()
+        if holding:
+            for node in nodes:
+                found.update(str(self.job_of(node.key, i)) for i in (range(node.size) if node.array else [None]))
+        else:
+            for node in nodes:
+                found.add(self.submitted[node.key])
+                found.update(self.resubmissions.get(node.key, ()))
+            if stage is None:
+                found.update(self.monitor_jobs)
+        return sorted(found, key=int)
 
 
 def reduce(events: Iterable[Mapping[str, Any]]) -> RunState:
@@ -175,6 +195,9 @@ def reduce(events: Iterable[Mapping[str, Any]]) -> RunState:
         elif kind == "resubmitted" and node:
             for index in ev["indices"]:
                 state.moved[(node, index)] = str(ev["job_id"])
+            state.resubmissions.setdefault(node, []).append(str(ev["job_id"]))
+        elif kind == "monitor_job" and ev.get("job_id"):
+            state.monitor_jobs.append(str(ev["job_id"]))
     return state
 
 

@@ -145,7 +145,7 @@ def test_retry_resubmits_only_unsuccessful_tasks_and_their_dependents(tmp_path: 
         "m-1",
         store.plan(),
         state.submitted,
-        fake.query(state.job_ids()).jobs,
+        fake.query(state.jobs(store.plan(), holding=True)).jobs,
         logs_dir="l",
         started=0,
         now=1,
