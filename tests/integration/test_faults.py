@@ -6,6 +6,7 @@ import json
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,60 @@ def test_controller_restart_mid_campaign_loses_nothing_and_submits_nothing_twice
     assert set(counts.values()) == {1} and len(counts) == 4  # each submission exactly once
     events = [json.loads(line) for line in (Path(str(doc["run_dir"])) / "events.jsonl").read_text().splitlines()]
     assert not [e for e in events if e["event"] in ("requeued", "gave_up")]  # no false failures
+
+
+PAUSE_AFTER = """#!/bin/bash
+# Runs a Slurm command; after the Nth sbatch, stops until the test says go (the test stops
+# slurmctld meanwhile), so the next sbatch meets an absent controller.
+dir=$1 n=$2; shift 2
+"$@"; rc=$?
+if [ "$1" = sbatch ] && [ "$2" = --parsable ]; then  # a submission, not the probe's sbatch --help
+  c=$(( $(cat "$dir/count" 2>/dev/null || echo 0) + 1 )); echo $c > "$dir/count"
+  if [ "$c" -eq "$n" ]; then
+    touch "$dir/paused"
+    while [ ! -f "$dir/go" ]; do sleep 0.2; done
+  fi
+fi
+exit $rc
+"""
+
+
+def _wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not after {timeout} s"
+        time.sleep(0.5)
+
+
+def test_controller_stopped_mid_launch_is_waited_for_and_nothing_is_submitted_twice(
+    mini_cluster: str, workdir: Path
+) -> None:
+    wrapper = workdir / "pause-after.sh"
+    wrapper.write_text(PAUSE_AFTER)
+    wrapper.chmod(0o755)
+    launch = subprocess.Popen(
+        [
+            "docker", "exec", "-u", "alice", "-w", str(workdir), mini_cluster, "slurmflow", "launch",
+            "--runs-dir", "runs", "--json", "seed=range(2)", "--via", f"{wrapper} {workdir} 2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        _wait_for("the second sbatch", (workdir / "paused").exists, 120)
+        daemon(mini_cluster, "stop", "slurmctld")
+        (workdir / "go").touch()
+        (run,) = (workdir / "runs").iterdir()
+        events = run / "events.jsonl"
+        _wait_for("a retry while the controller is away", lambda: "controller_busy" in events.read_text(), 120)
+    finally:
+        daemon(mini_cluster, "start", "slurmctld")
+    out, err = launch.communicate(timeout=300)
+    assert launch.returncode == 0, err
+    nodes = json.loads(out)["nodes"]
+    assert len(nodes) == 6
+    counts = count_jobs_by_name(mini_cluster, run.name)
+    assert len(counts) == 6 and set(counts.values()) == {1}, counts  # every node exactly once
+    jobs = wait_final(mini_cluster, list(nodes.values()))
+    assert {j.state for j in jobs.values()} == {JobState.COMPLETED, JobState.CANCELLED}  # on_failure never runs

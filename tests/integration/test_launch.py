@@ -181,7 +181,7 @@ CRASH_AFTER = """#!/bin/bash
 # lost ssh session, or answers "Socket timed out" like an overloaded controller.
 count_file=$1 n=$2 mode=$3; shift 3
 "$@"; rc=$?
-if [ "$1" = sbatch ]; then
+if [ "$1" = sbatch ] && [ "$2" = --parsable ]; then  # a submission, not the probe's sbatch --help
   c=$(( $(cat "$count_file" 2>/dev/null || echo 0) + 1 )); echo $c > "$count_file"
   if [ "$c" -eq "$n" ]; then
     if [ "$mode" = kill ]; then kill -9 $PPID; exit 137; fi
