@@ -214,7 +214,7 @@ def _campaign(store: RunStore, backend: Backend) -> CampaignStatus:
     plan, state = store.plan(), store.state()
     ids = state.jobs(plan, holding=True)
     result = backend.query(ids) if ids else None
-    events = store.events()
+    events, unreadable = store.read_events()
     started = float(events[0].get("t", time.time())) if events else time.time()
     return summarise(
         store.run_id,
@@ -243,6 +243,7 @@ def _campaign(store: RunStore, backend: Backend) -> CampaignStatus:
             )
         ],
         moved=state.moved,
+        unreadable=unreadable,
     )
 
 

@@ -123,6 +123,7 @@ def summarise(
     skipped: Sequence[str] = (),
     actions: Sequence[Mapping[str, object]] = (),
     moved: Mapping[tuple[str, int | None], str] | None = None,
+    unreadable: Sequence[int] = (),
 ) -> CampaignStatus:
     by_id = {j.job_id: j for j in jobs}
     rows: list[TaskRow] = []
@@ -169,6 +170,12 @@ def summarise(
     if final and len(final) < len(rows) and elapsed > 0:
         remaining = (len(rows) - len(final)) * elapsed / len(final)
     notes = []
+    if unreadable:
+        lines = ", ".join(str(n) for n in unreadable[:10]) + (" ..." if len(unreadable) > 10 else "")
+        notes.append(
+            f"{len(unreadable)} line(s) of the run's events.jsonl could not be read (line {lines}): "
+            "what they recorded is not counted here"
+        )
     if not accounting_available:
         notes.append(
             "slurmdbd did not answer: showing what the controller knows; jobs it has forgotten show as UNKNOWN"

@@ -109,6 +109,26 @@ def config_files(config_dir: Path, *, skip: Iterable[Path] = ()) -> list[tuple[P
     return sorted(found)
 
 
+PIPE_BUF = 4096  # POSIX's least PIPE_BUF; Linux's too
+
+
+def fit_line(event: dict[str, Any]) -> str:
+    """The event as one JSON line of at most PIPE_BUF bytes: long text (a command's output in a
+    `why`) is cut, marked with its full length, before anything structural would be."""
+    line = json.dumps(event, sort_keys=True) + "\n"
+    if len(line.encode()) <= PIPE_BUF:
+        return line
+    cut = dict(event)
+    for key in sorted(cut, key=lambda k: -len(str(cut[k]))):
+        value = cut[key]
+        if isinstance(value, str) and len(value) > 200:
+            cut[key] = value[:200] + f"... ({len(value)} characters)"
+            line = json.dumps(cut, sort_keys=True) + "\n"
+            if len(line.encode()) <= PIPE_BUF:
+                return line
+    raise ValueError(f"event {event.get('event')!r} does not fit one {PIPE_BUF}-byte line")
+
+
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
     doc = asdict(plan)
     doc["stages"] = {k: asdict(v) for k, v in plan.stages.items()}
@@ -314,7 +334,9 @@ class RunStore:
     # --- event log ------------------------------------------------------------------------------
 
     def append(self, event: Mapping[str, Any]) -> None:
-        line = json.dumps(dict(event), sort_keys=True) + "\n"
+        # One write(2) with O_APPEND, at most PIPE_BUF bytes: tasks on many nodes append to this
+        # log at once, and a write that size is never interleaved with another (POSIX).
+        line = fit_line(dict(event))
         fd = os.open(self.root / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, line.encode())
@@ -323,14 +345,29 @@ class RunStore:
             os.close(fd)
 
     def events(self) -> list[dict[str, Any]]:
+        return self.read_events()[0]
+
+    def read_events(self) -> tuple[list[dict[str, Any]], list[int]]:
+        """The events, and the numbers of the lines that could not be read (a torn write after a
+        crash, a file edited by hand): status reports those, nothing is dropped silently."""
         path = self.root / "events.jsonl"
         if not path.exists():
-            return []
-        out = []
-        for line in path.read_text().splitlines():
-            with contextlib.suppress(json.JSONDecodeError):  # a torn last line after a crash
-                out.append(json.loads(line))
-        return out
+            return [], []
+        out: list[dict[str, Any]] = []
+        bad: list[int] = []
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                bad.append(number)
+                continue
+            if isinstance(event, dict):
+                out.append(event)
+            else:
+                bad.append(number)
+        return out, bad
 
     def state(self) -> RunState:
         return reduce(self.events())
