@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -30,8 +31,22 @@ def test_gpu_slots_are_exclusive_and_throttle_holds(tmp_path: Path) -> None:
     gpu_job = backend.submit(
         JobSpec(name="gpu", script=script, gpus_per_task=1, array="0-5", output=str(tmp_path / "o-%a"))
     )
-    after = backend.submit(JobSpec(name="after", script="exit 3", dependency=Dependency.on(DepKind.AFTER_OK, gpu_job)))
-    handler = backend.submit(JobSpec(name="h", script="true", dependency=Dependency.on(DepKind.AFTER_NOT_OK, after)))
+    after = backend.submit(
+        JobSpec(
+            name="after",
+            script="exit 3",
+            dependency=Dependency.on(DepKind.AFTER_OK, gpu_job),
+            output=str(tmp_path / "after.out"),
+        )
+    )
+    handler = backend.submit(
+        JobSpec(
+            name="h",
+            script="true",
+            dependency=Dependency.on(DepKind.AFTER_NOT_OK, after),
+            output=str(tmp_path / "h.out"),
+        )
+    )
     states = run_all(backend, [gpu_job, after, handler])
     assert [states[f"{gpu_job}_{i}"] for i in range(6)] == [JobState.COMPLETED] * 6
     assert states[after] is JobState.FAILED and states[handler] is JobState.COMPLETED
@@ -46,12 +61,32 @@ def test_gpu_slots_are_exclusive_and_throttle_holds(tmp_path: Path) -> None:
     assert max(int((tmp_path / f"seen.{i}").read_text()) for i in range(6)) == 1  # %1: one at a time
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (killed, not yet reaped by its parent) counts as gone.
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(")", 1)[1].split()[0] == "Z")
+
+
 def test_cancel_kills_the_process(tmp_path: Path) -> None:
     backend = LocalSlurm(gpus=0, cpus=2)
-    job = backend.submit(JobSpec(name="long", script=f"sleep 30; touch {tmp_path}/finished"))
+    pidfile = tmp_path / "pid"
+    spec = JobSpec(name="long", script=f"sleep 300 & echo $! > {pidfile}; wait", output=str(tmp_path / "out"))
+    job = backend.submit(spec)
     backend.advance()
-    assert backend.query([job]).jobs[0].state is JobState.RUNNING
+    deadline = time.monotonic() + 30
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        assert time.monotonic() < deadline, "the job never started its command"
+        time.sleep(0.05)
+    sleeper = int(pidfile.read_text())
+    assert _alive(sleeper) and backend.query([job]).jobs[0].state is JobState.RUNNING
     backend.cancel([job])
     assert backend.query([job]).jobs[0].state is JobState.CANCELLED
-    time.sleep(0.2)
-    assert not (tmp_path / "finished").exists()
+    # The job's whole process group is killed, its children included: the sleep is gone.
+    deadline = time.monotonic() + 10
+    while _alive(sleeper):
+        assert time.monotonic() < deadline, "cancel left the job's process running"
+        time.sleep(0.05)
