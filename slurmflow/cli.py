@@ -117,7 +117,14 @@ def _prepare(args: argparse.Namespace, console: Console) -> tuple[Prepared, Back
     else:
         slurm = make_backend(args.via)
         backend, info = slurm, slurm.cluster_info()
-    prep = prepare(Path(args.config_dir), args.config_name, args.overrides, info, max_array_size=args.max_array_size)
+    prep = prepare(
+        Path(args.config_dir),
+        args.config_name,
+        args.overrides,
+        info,
+        max_array_size=args.max_array_size,
+        max_tasks=args.max_tasks,
+    )
     return prep, backend, kind
 
 
@@ -526,9 +533,16 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--local-gpus", type=int, default=None, help="GPU slots of the local backend (default: detected)")
     p.add_argument(
+        "--max-tasks",
+        type=int,
+        default=int(os.environ["SLURMFLOW_MAX_TASKS"]) if os.environ.get("SLURMFLOW_MAX_TASKS", "").isdigit() else None,
+        help="refuse a campaign of more tasks than this (default: $SLURMFLOW_MAX_TASKS; MaxJobCount always applies)",
+    )
+    p.add_argument(
         "--force",
         action="store_true",
-        help="submit even when the campaign's GPU-hours exceed what the account has left (Slurm holds the rest)",
+        help="submit even when the campaign's GPU-hours or tasks exceed what the account has left "
+        "(Slurm holds or refuses the rest)",
     )
     p.add_argument(
         "--runs-dir",

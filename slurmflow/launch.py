@@ -51,6 +51,7 @@ def prepare(
     cluster: ClusterInfo,
     *,
     max_array_size: int | None = None,
+    max_tasks: int | None = None,
     cwd: Path | None = None,
 ) -> Prepared:
     """Everything that can reject a launch, before anything is written or submitted."""
@@ -60,6 +61,11 @@ def prepare(
             _check_callable(stage.name, stage.callable, cwd or Path.cwd())
     plan = planner.plan(exp.name, exp.stages, sweep.count(exp.axes), cluster, max_array_size=max_array_size)
     config.validate_trials(exp, sweep.representatives(exp.axes))
+    from slurmflow.limits import size_refusal
+
+    refusal = size_refusal(plan.tasks(), max_job_count=cluster.max_job_count, max_tasks=max_tasks)
+    if refusal:
+        raise UsageError(refusal)
     return Prepared(exp, plan, cluster)
 
 

@@ -15,17 +15,41 @@ from slurmflow.model import ClusterConfig
 from slurmflow.quota import Usage
 
 
+def size_refusal(tasks: int, *, max_job_count: int | None, max_tasks: int | None) -> str | None:
+    """A campaign that can never be queued at once (more tasks than MaxJobCount), or that is bigger
+    than the ceiling the user set (--max-tasks, $SLURMFLOW_MAX_TASKS): why, in one line."""
+    if max_tasks is not None and tasks > max_tasks:
+        return (
+            f"this campaign queues {tasks:,} tasks (every array task counts), above the ceiling of {max_tasks:,} "
+            "(--max-tasks or $SLURMFLOW_MAX_TASKS): sweep fewer trials, or raise the ceiling"
+        )
+    if max_job_count is not None and tasks > max_job_count:
+        return (
+            f"this campaign queues {tasks:,} tasks (every array task counts), more than the controller holds at "
+            f"once (MaxJobCount={max_job_count:,}): sweep fewer trials, or launch it in parts"
+        )
+    return None
+
+
+def submit_room(usages: Sequence[Usage], user: str | None, account: str | None) -> tuple[str, int] | None:
+    """The tightest submit limit that charges this account (the user's MaxSubmitJobs in it, the
+    account's GrpSubmitJobs): (which, jobs that may still be queued), or None when unlimited."""
+    limits = _submit_limits(usages, user, account)
+    if not limits:
+        return None
+    name, limit, queued = min(limits, key=lambda x: x[1] - x[2])
+    return f"{name} and {queued:,} are queued", max(limit - queued, 0)
+
+
 def _submit_limits(usages: Sequence[Usage], user: str | None, account: str | None) -> list[tuple[str, int, int]]:
     """(which association and limit, limit, jobs queued now) for every submit limit that applies."""
+    if account is None:  # no --account: the job goes to the user's default association
+        account = next((u.account for u in usages if u.default and u.user and (user is None or u.user == user)), None)
     out: list[tuple[str, int, int]] = []
     for u in usages:
-        if u.submit_limit is None:
-            continue
-        if account and u.account != account:
+        if u.submit_limit is None or u.account != account:
             continue
         if u.user and user and u.user != user:
-            continue
-        if not account and u.user and not u.default:
             continue
         if u.user:
             out.append((f"your association {u.account}/{u.user} has MaxSubmitJobs={u.submit_limit:,}", *_nums(u)))

@@ -299,6 +299,8 @@ class ClusterInfo:
     accounts: frozenset[str] | None = None  # the user's accounts; None when unknown
     user: str | None = None  # who submits (the user at the end of a command prefix); None when unknown
     version: str = "unknown"
+    # Job records the controller holds at most (every array task counts); None when unknown.
+    max_job_count: int | None = None
 
 
 @dataclass(frozen=True)

@@ -231,6 +231,7 @@ class FakeSlurm:
             default_partition=self.default_partition,
             accounts=frozenset({self.default_account, *self.gpu_caps}),
             version="fake",
+            max_job_count=60000,
         )
 
     # --- faults and limits --------------------------------------------------------------------

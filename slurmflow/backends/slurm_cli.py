@@ -210,6 +210,7 @@ class SlurmCLI:
             accounts=accounts,
             user=user,
             version=cfg.version,
+            max_job_count=cfg.max_job_count,
         )
 
     # --- accounting: associations, limits and live usage (see quota.py) -------------------------

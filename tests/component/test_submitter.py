@@ -17,6 +17,7 @@ from slurmflow.errors import (
     SlurmError,
     SubmissionAmbiguous,
     SubmissionRefused,
+    UsageError,
 )
 from slurmflow.launch import Prepared, prepare, submit_run, write_run
 from slurmflow.model import JobSpec, JobState
@@ -304,3 +305,16 @@ def test_a_controller_away_too_long_stops_the_launch_resumably(
     monkeypatch.undo()
     ids = submit_run(store, fake, resume=True)
     assert len(ids) == 6 and set(jobs_per_name(fake).values()) == {1}
+
+
+def test_a_campaign_the_controller_cannot_hold_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    import dataclasses
+
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    small = dataclasses.replace(FakeSlurm().cluster_info(), max_job_count=10)
+    with pytest.raises(UsageError, match=r"queues 16 tasks .*MaxJobCount=10"):
+        prepare(tmp_path / "configs", "config", [], small)  # the demo: 6 trials x 2 stages + 4 jobs
+    with pytest.raises(UsageError, match="ceiling of 12"):
+        prepare(tmp_path / "configs", "config", [], FakeSlurm().cluster_info(), max_tasks=12)
+    assert prepare(tmp_path / "configs", "config", [], FakeSlurm().cluster_info(), max_tasks=16).plan.tasks() == 16
+    assert not (tmp_path / "runs").exists()

@@ -186,7 +186,16 @@ def test_a_submit_limit_refusal_names_the_limit_and_the_run_resumes(mini_cluster
         while "MaxSubmitJobs=3" not in _assoc_mgr(mini_cluster):
             assert time.monotonic() < deadline, "the controller never saw MaxSubmitJobs=3"
             time.sleep(0.5)
-        done = slurmflow(mini_cluster, workdir, "launch", "experiment=limited", "--runs-dir", "runs", "--hold")
+        # Known before anything is submitted: refused with the numbers, nothing written or queued.
+        early = slurmflow(mini_cluster, workdir, "launch", "experiment=limited", "--runs-dir", "runs")
+        assert early.returncode == 2, early.stderr
+        (line,) = early.stderr.strip().splitlines()
+        assert "queues 6 tasks on account lab-a" in line and "MaxSubmitJobs=3" in line and "room for 3" in line
+        assert not (workdir / "runs").exists() or not list((workdir / "runs").iterdir())
+        # --force: Slurm itself refuses what does not fit, and says so; the run resumes later.
+        done = slurmflow(
+            mini_cluster, workdir, "launch", "experiment=limited", "--runs-dir", "runs", "--hold", "--force"
+        )
         assert done.returncode == 3, done.stderr
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1, done.stderr

@@ -59,3 +59,51 @@ def test_a_qos_submit_limit_is_named() -> None:
     assert "QOS normal has MaxSubmitJobsPerUser=40" in msg and "long" not in msg and "room for" not in msg
     msg = refusal_message(cause=POLICY, qos_limits=limits, **COMMON)  # type: ignore[arg-type]
     assert "QOS long has GrpSubmitJobs=100" in msg and "QOS normal has MaxSubmitJobsPerUser=40" in msg
+
+
+def test_a_campaign_bigger_than_max_job_count_or_the_ceiling_is_refused() -> None:
+    from slurmflow.limits import size_refusal
+
+    assert size_refusal(60_000, max_job_count=60_000, max_tasks=None) is None
+    over = size_refusal(20_000_000, max_job_count=60_000, max_tasks=None)
+    assert over is not None and "20,000,000 tasks" in over and "MaxJobCount=60,000" in over
+    ceiling = size_refusal(5_000, max_job_count=60_000, max_tasks=2_000)
+    assert ceiling is not None and "ceiling of 2,000" in ceiling and "--max-tasks" in ceiling
+
+
+def test_submit_room_is_the_tightest_limit_of_the_charged_association() -> None:
+    from slurmflow.limits import submit_room
+
+    usages = [
+        Usage("lab-a", "", submit_limit=5000, jobs_submitted=4200),  # room 800
+        Usage("lab-a", "alice", submit_limit=1200, jobs_submitted=700, default=True),  # room 500
+        Usage("lab-b", "", submit_limit=10, jobs_submitted=10),  # another account: not charged
+    ]
+    assert submit_room(usages, "alice", None) == (
+        "your association lab-a/alice has MaxSubmitJobs=1,200 and 700 are queued",
+        500,
+    )
+    assert submit_room(usages, "alice", "lab-b") == ("account lab-b has GrpSubmitJobs=10 and 10 are queued", 0)
+    assert submit_room([Usage("lab-a", "alice", default=True)], "alice", None) is None  # unlimited
+
+
+def test_launch_refuses_a_campaign_its_submit_limits_cannot_hold() -> None:
+    from slurmflow import planner
+    from slurmflow.admin_cli import submit_refusals
+    from slurmflow.launch import Prepared
+    from slurmflow.model import ClusterInfo, Resources, Stage
+
+    stages = {
+        "train": Stage("train", command="t", per_trial=True),
+        "bulk": Stage("bulk", command="b", per_trial=True, resources=Resources(account="lab-b")),
+    }
+    plan = planner.plan("x", stages, 600, ClusterInfo(max_array_size=1001, partition_gpus={"gpu": 4}))
+    prep = Prepared(None, plan, ClusterInfo())  # type: ignore[arg-type]
+    usages = [
+        Usage("lab-a", "alice", submit_limit=1000, jobs_submitted=500, default=True),
+        Usage("lab-b", "", submit_limit=5000),
+    ]
+    (refusal,) = submit_refusals(prep, usages, "alice")
+    assert refusal.startswith("this campaign queues 600 tasks on account lab-a") and "room for 500" in refusal
+    assert "--force" in refusal
+    assert submit_refusals(prep, [Usage("lab-a", "alice", submit_limit=1000, default=True)], "alice") == []
