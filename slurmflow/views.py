@@ -36,7 +36,19 @@ def _deps(node: JobNode) -> str:
     if not node.edges and not node.singleton:
         return ""
     joiner = " or " if node.any_of else ", "
-    text = joiner.join(f"{e.kind.value}:{e.parent}" for e in node.edges)
+    # Edges of one kind to many chunks of a stage print as a range: a plan's output stays a few
+    # lines long whatever the sweep's size (a fan-in over 1,000 chunks is one line, not 1,000).
+    groups: dict[tuple[str, str], list[str]] = {}
+    for e in node.edges:
+        stage = e.parent.rsplit(".", 1)[0] if e.parent.rsplit(".", 1)[-1].isdigit() else e.parent
+        groups.setdefault((e.kind.value, stage), []).append(e.parent)
+    parts = []
+    for (kind, _stage), parents in groups.items():
+        if len(parents) > 3:
+            parts.append(f"{kind}:{parents[0]} ... {parents[-1]} ({len(parents):,} arrays)")
+        else:
+            parts.extend(f"{kind}:{p}" for p in parents)
+    text = joiner.join(parts)
     if node.singleton:
         text = ", ".join(filter(None, [text, "singleton"]))
     return f"  [cyan]<- {text}[/]"
