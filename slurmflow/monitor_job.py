@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from slurmflow.backends.base import Backend
+from slurmflow.backoff import Backoff
 from slurmflow.errors import (
     CommandError,
     CommandTimeout,
@@ -114,24 +115,24 @@ def tick_and_reschedule(
         store.append({"event": "tick_failed", "task": me, "node": "monitor", "why": one_line(exc), "t": clock()})
     if result is not None and result.done:
         return Link(result, None)
-    delay, waited = BACKOFF_S, 0.0
-    while True:
-        try:
-            job_id = submit(
-                store, backend, interval=interval, partition=partition, delay=interval, python=python, clock=clock
-            )
-            return Link(result, job_id, error)
-        except CommandError as exc:
-            if not isinstance(exc, TRANSIENT) or waited + delay > PATIENCE_S:
-                why = f"the next monitor job could not be submitted, so the chain ends: {one_line(exc)}"
-                store.append({"event": "reschedule_failed", "task": me, "node": "monitor", "why": why, "t": clock()})
-                return Link(result, None, error or exc)
-        sleep(delay)
-        waited, delay = waited + delay, min(delay * 2, MAX_BACKOFF_S)
-        found = queued_successor(store, backend, this_job)
-        if found:
-            store.append({"event": "monitor_job", "job_id": found, "reconciled": True, "t": clock()})
-            return Link(result, found, error)
+
+    def attempt(tries: int) -> str:
+        if tries:  # the refused sbatch may have reached the controller: two successors, two chains
+            found = queued_successor(store, backend, this_job)
+            if found:
+                store.append({"event": "monitor_job", "job_id": found, "reconciled": True, "t": clock()})
+                return found
+        return submit(
+            store, backend, interval=interval, partition=partition, delay=interval, python=python, clock=clock
+        )
+
+    backoff = Backoff(start=BACKOFF_S, cap=MAX_BACKOFF_S, patience=PATIENCE_S, sleep=sleep)
+    try:
+        return Link(result, backoff.run(attempt, transient=TRANSIENT), error)
+    except CommandError as exc:
+        why = f"the next monitor job could not be submitted, so the chain ends: {one_line(exc)}"
+        store.append({"event": "reschedule_failed", "task": me, "node": "monitor", "why": why, "t": clock()})
+        return Link(result, None, error or exc)
 
 
 def queued_successor(store: RunStore, backend: Backend, this_job: str | None) -> str | None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from slurmflow import sbatch
 from slurmflow.backends.base import Backend
+from slurmflow.backoff import Backoff
 from slurmflow.errors import (
     ControllerFull,
     ControllerUnavailable,
@@ -36,13 +37,9 @@ class Context:
     hold: bool = False  # submit held (sbatch --hold); `scontrol release` starts them
     # Submits a callable stage's node through submitit; None: callables go through the script.
     submit_callable: Callable[[JobNode, JobSpec], str] | None = None
-    # A controller that does not answer is asked again after backoff_s, doubling up to
-    # max_backoff_s, for patience_s in all (slurmctld restarts take seconds to minutes).
-    backoff_s: float = 1.0
-    max_backoff_s: float = 30.0
-    patience_s: float = 600.0
-    clock: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
+    # A controller that does not answer is asked again after 1 s, doubling up to 30 s, for 10
+    # minutes in all (slurmctld restarts take seconds to minutes).
+    backoff: Backoff = field(default_factory=lambda: Backoff(patience=600.0))
 
 
 def _reconcile(backend: Backend, run_id: str, key: str) -> str | None:
@@ -56,30 +53,30 @@ def _submit_node(
     backend: Backend, store: RunStore, ctx: Context, node: JobNode, spec: JobSpec, script: str, *, via_submitit: bool
 ) -> str:
     """One node's sbatch, with its intent already recorded. A controller that does not answer
-    (restarting, overloaded) is asked again with a growing delay, for up to ctx.patience_s; before
-    each new try the job is looked up by name, as the RPC may have reached it."""
-    delay, deadline, tries = ctx.backoff_s, ctx.clock() + ctx.patience_s, 0
-    while True:
-        try:
-            if tries:
-                found = _reconcile(backend, ctx.run_id, node.key)
-                if found:
-                    return found
-            return _submit_once(backend, store, ctx, node, spec, script, via_submitit=via_submitit)
-        except ControllerUnavailable as exc:
-            tries += 1
-            if ctx.clock() + delay > deadline:
-                store.append({"event": "controller_gone", "node": node.key, "slurm": _last_line(exc), "t": time.time()})
-                raise SubmissionRefused(
-                    f"the Slurm controller did not answer for {ctx.patience_s:g} s ({_last_line(exc)}) while "
-                    f"submitting {node.key}; once it is back, `slurmflow resume {ctx.run_id}` submits the rest, "
-                    "none twice",
-                    node=node.key,
-                    cause=exc,
-                ) from exc
-            store.append({"event": "controller_busy", "node": node.key, "retry_in": delay, "t": time.time()})
-            ctx.sleep(delay)
-            delay = min(delay * 2, ctx.max_backoff_s)
+    (restarting, overloaded) is asked again with a growing delay (ctx.backoff); before each new try
+    the job is looked up by name, as the RPC may have reached it."""
+
+    def attempt(tries: int) -> str:
+        if tries:
+            found = _reconcile(backend, ctx.run_id, node.key)
+            if found:
+                return found
+        return _submit_once(backend, store, ctx, node, spec, script, via_submitit=via_submitit)
+
+    def waiting(delay: float, _exc: BaseException) -> None:
+        store.append({"event": "controller_busy", "node": node.key, "retry_in": delay, "t": time.time()})
+
+    try:
+        return ctx.backoff.run(attempt, transient=(ControllerUnavailable,), on_wait=waiting)
+    except ControllerUnavailable as exc:
+        store.append({"event": "controller_gone", "node": node.key, "slurm": _last_line(exc), "t": time.time()})
+        raise SubmissionRefused(
+            f"the Slurm controller did not answer for {ctx.backoff.patience:g} s ({_last_line(exc)}) while "
+            f"submitting {node.key}; once it is back, `slurmflow resume {ctx.run_id}` submits the rest, "
+            "none twice",
+            node=node.key,
+            cause=exc,
+        ) from exc
 
 
 def _submit_once(

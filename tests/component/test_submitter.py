@@ -252,21 +252,16 @@ class Away:
 
 
 def _patient(store: RunStore, waits: list[float], patience: float) -> Any:
-    """submit_run's context with a fake clock that the fake sleep advances."""
+    """submit_run's context with a sleep that records its waits instead of sleeping."""
+    import dataclasses
+
     from slurmflow import launch
-
-    now = [0.0]
-
-    def sleep(s: float) -> None:
-        waits.append(s)
-        now[0] += s
+    from slurmflow.backoff import Backoff
 
     real = launch.context
 
     def context(*a: Any, **kw: Any) -> Any:
-        import dataclasses
-
-        return dataclasses.replace(real(*a, **kw), clock=lambda: now[0], sleep=sleep, patience_s=patience)
+        return dataclasses.replace(real(*a, **kw), backoff=Backoff(patience=patience, sleep=waits.append))
 
     return context
 
