@@ -57,6 +57,7 @@ class Harness(Protocol):
     def submit(self, name: str, work: Work, **spec: Any) -> str: ...
     def jobs(self, job_id: str) -> Jobs: ...
     def wait(self, job_id: str, done: Callable[[Jobs], bool], timeout: float, what: str) -> Jobs: ...
+    def stays(self, job_id: str, holds: Callable[[Jobs], bool], passes: int, timeout: float, what: str) -> Jobs: ...
     def stop_node(self, node: str) -> None: ...
     def start_node(self, node: str) -> None: ...
     def set_gpu_cap(self, account: str, gpus: int | None) -> None: ...
@@ -117,6 +118,16 @@ class FakeHarness(_Base):
             self.backend.advance(1.0)
         raise AssertionError(f"fake: {what} not reached in {timeout} simulated s: {summary(jobs)}")
 
+    def stays(self, job_id: str, holds: Callable[[Jobs], bool], passes: int, timeout: float, what: str) -> Jobs:
+        """`holds` is true now and after `passes` scheduling passes (a second of simulated time each)."""
+        jobs = self.jobs(job_id)
+        for _ in range(passes):
+            assert holds(jobs), f"fake: {what} no longer holds: {summary(jobs)}"
+            self.backend.advance(1.0)
+            jobs = self.jobs(job_id)
+        assert holds(jobs), f"fake: {what} no longer holds: {summary(jobs)}"
+        return jobs
+
     def stop_node(self, node: str) -> None:
         self.backend.stop_node(node)
 
@@ -169,6 +180,25 @@ class RealHarness(_Base):
                 return jobs
             if time.monotonic() > deadline:
                 raise AssertionError(f"slurm: {what} not reached in {timeout} s: {summary(jobs)}")
+            time.sleep(1.0)
+
+    def _cycles(self) -> int:
+        """slurmctld's main scheduler passes so far (sdiag): the passes that judge dependencies."""
+        out = self.root("sdiag")
+        main = out.split("Main schedule statistics", 1)[1]
+        return int(main.split("Total cycles:", 1)[1].split()[0])
+
+    def stays(self, job_id: str, holds: Callable[[Jobs], bool], passes: int, timeout: float, what: str) -> Jobs:
+        """`holds` stays true while slurmctld runs `passes` more scheduling passes: a state that
+        Slurm would change on its next pass is caught, not slipped past by checking too soon."""
+        start, deadline = self._cycles(), time.monotonic() + timeout
+        while True:
+            jobs = self.jobs(job_id)
+            assert holds(jobs), f"slurm: {what} no longer holds: {summary(jobs)}"
+            if self._cycles() >= start + passes:
+                return jobs
+            if time.monotonic() > deadline:
+                raise AssertionError(f"slurm: fewer than {passes} scheduling passes in {timeout} s")
             time.sleep(1.0)
 
     def stop_node(self, node: str) -> None:
