@@ -3,6 +3,7 @@ read back from Slurm (squeue/sacct) and from what the jobs wrote."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -296,9 +297,24 @@ def test_malformed_yaml_exits_2(mini_cluster: str, workdir: Path) -> None:
 
 
 @pytest.mark.smoke
+def _spans(container: str, job: str) -> list[tuple[str, str]]:
+    """(start, end) of each task of an array that ran, from accounting (ISO times sort as text)."""
+    out = subprocess.run(
+        ["docker", "exec", container, "sacct", "-X", "-P", "-n", "-j", job, "--format=Start,End"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = [tuple(line.split("|")) for line in out.splitlines() if line.strip()]
+    return [(a, b) for a, b in rows if a not in ("", "None", "Unknown") and b not in ("", "None", "Unknown")]
+
+
 def test_status_cancel_and_logs_of_a_run(mini_cluster: str, workdir: Path) -> None:
     """status explains a failure and a quota pending reason; cancel --stage; logs prints a task's log."""
-    (workdir / "configs" / "experiment" / "chunks.yaml").write_text(CHUNKS)
+    # Each training task lasts 2 s: long enough for the cap's effect to be seen in Slurm's records.
+    slow = CHUNKS.replace('"import sys; sys.exit(3', '"import sys, time; time.sleep(2); sys.exit(3')
+    assert slow != CHUNKS
+    (workdir / "configs" / "experiment" / "chunks.yaml").write_text(slow)
     subprocess.run(
         ["docker", "exec", mini_cluster, "sacctmgr", "-i", "modify", "account", "lab-a", "set", "GrpTRES=gres/gpu=1"],
         check=True,
@@ -328,7 +344,10 @@ def test_status_cancel_and_logs_of_a_run(mini_cluster: str, workdir: Path) -> No
             assert time.monotonic() < deadline, st
             time.sleep(1)
         assert "concurrent GPU cap" in quota_text  # the quota reason, in words, in the table view
-        assert most_running <= 1  # the cap, seen from Slurm
+        assert most_running == 1  # tasks ran, one at a time as status saw them
+        # ... and as Slurm recorded them: no two training tasks overlapped in time.
+        spans = sorted(_spans(mini_cluster, nodes["train.0"]))
+        assert len(spans) >= 2 and all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
         (failure,) = train["failures"]
         assert failure["trial"] == 6 and failure["exit_code"] == 3 and failure["state"] == "FAILED"
         assert failure["log"].endswith("/logs/train.0/6.out")
