@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from slurmflow.model import JobState
-from tests.integration.test_launch import count_jobs_by_name, launch_json, slurmflow, wait_final, workdir
+from tests.integration.test_launch import backend, count_jobs_by_name, launch_json, slurmflow, wait_final, workdir
 from tests.integration.test_monitor import FLAKY
 
 pytestmark = pytest.mark.integration
@@ -79,10 +79,15 @@ def test_controller_restart_mid_campaign_loses_nothing_and_submits_nothing_twice
     output: list[str] = []
     reader = threading.Thread(target=lambda: output.extend(monitor.stdout or []), daemon=True)
     reader.start()
-    time.sleep(3)
+    # Stop the controller once tasks run, and start it again once the monitor has met its absence
+    # (observed, not timed: on a loaded machine either may take a while).
+    first = f"{nodes['train.0']}_0"
+    _wait_for("a task running", lambda: _state(mini_cluster, first) is JobState.RUNNING, 120)
     daemon(mini_cluster, "stop", "slurmctld")
-    time.sleep(12)  # the controller is away while tasks run and finish
-    daemon(mini_cluster, "start", "slurmctld")
+    try:
+        _wait_for("the monitor meeting the absent controller", lambda: "controller unavailable" in "".join(output), 120)
+    finally:
+        daemon(mini_cluster, "start", "slurmctld")
     try:
         monitor.wait(timeout=240)
     finally:
@@ -113,6 +118,11 @@ if [ "$1" = sbatch ] && [ "$2" = --parsable ]; then  # a submission, not the pro
 fi
 exit $rc
 """
+
+
+def _state(container: str, job: str) -> JobState | None:
+    info = backend(container).query([job]).by_id().get(job)
+    return info.state if info else None
 
 
 def _wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
