@@ -73,7 +73,7 @@ def test_requeue_does_not_revive_a_child_but_a_dependency_update_does(harness: H
     assert jobs[parent].restarts == 1
     # Slurm's trap: the parent succeeded, yet the child stays stuck until it is rewired, through
     # scheduling passes that would have started it.
-    harness.stays(child, stuck(child), 3, 180, "child stuck after its parent succeeded")  # type: ignore[arg-type]
+    harness.stays(child, stuck(child), 2, 180, "child stuck after its parent succeeded")  # type: ignore[arg-type]
 
     harness.backend.update_dependency(child, Dependency.on(DepKind.AFTER_OK, parent))
     assert harness.wait(child, all_final(1), 120, "revived child finished")[child].state is CD
