@@ -296,7 +296,6 @@ def test_malformed_yaml_exits_2(mini_cluster: str, workdir: Path) -> None:
     assert done.returncode == 2 and "malformed YAML" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.smoke
 def _spans(container: str, job: str) -> list[tuple[str, str]]:
     """(start, end) of each task of an array that ran, from accounting (ISO times sort as text)."""
     out = subprocess.run(
@@ -309,6 +308,7 @@ def _spans(container: str, job: str) -> list[tuple[str, str]]:
     return [(a, b) for a, b in rows if a not in ("", "None", "Unknown") and b not in ("", "None", "Unknown")]
 
 
+@pytest.mark.smoke
 def test_status_cancel_and_logs_of_a_run(mini_cluster: str, workdir: Path) -> None:
     """status explains a failure and a quota pending reason; cancel --stage; logs prints a task's log."""
     # Each training task lasts 2 s: long enough for the cap's effect to be seen in Slurm's records.
