@@ -1,12 +1,17 @@
 """The GPU sampler's pure core: GPU mapping, the sample format, summaries, idle rules, sparklines;
-and the sampler itself on the scripted source (and on a stand-in for the pynvml module)."""
+the scripted `fake:` source; and the sampler itself on a node whose every reading the test writes
+out, checked against expected values worked out by hand (and on a stand-in for the pynvml module)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
-import time
+import threading
 import types
 from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -121,59 +126,223 @@ def test_sparkline() -> None:
     assert len(gpustats.sparkline(list(range(1000)), width=30)) == 30 and gpustats.sparkline([]) == ""
 
 
-def test_fake_source_phases() -> None:
-    fake = FakeSource("fake:busy*2,idle*1,error", "gpu1")
-    assert [g.uuid for g in fake.inventory()][:1] == ["GPU-fake-gpu1-0"]
-    busy = fake.read([0, 2])
-    assert len(busy) == 2 and all(r.util >= 90 for r in busy) and fake.processes(0)
-    fake.read([0])
-    assert fake.read([0])[0].util <= 2 and fake.processes(0) == {}
-    with pytest.raises(RuntimeError, match="GPU is lost"):
-        fake.read([0])
+def test_fake_source_plays_its_phases_in_order() -> None:
+    """`gpu_sampling.source: fake:<phases>` (README): each phase lasts its count of readings, within
+    its documented range, and the last phase lasts for good."""
+    fake = FakeSource("fake:busy*2,half*1,idle*2,error", "gpu1")
+    assert [g.uuid for g in fake.inventory()] == [
+        "GPU-fake-gpu1-0",
+        "GPU-fake-gpu1-1",
+        "GPU-fake-gpu1-2",
+        "GPU-fake-gpu1-3",
+    ]
+    utils, phases, procs = [], [], []
+    for _ in range(5):
+        utils.append([r.util for r in fake.read([0, 2])])
+        phases.append(fake.last)
+        procs.append(bool(fake.processes(0)))
+    assert phases == ["busy", "busy", "half", "idle", "idle"] and procs == [True, True, True, False, False]
+    assert all(90 <= u <= 99 for u in utils[0] + utils[1]) and all(45 <= u <= 54 for u in utils[2])
+    assert all(0 <= u <= 2 for u in utils[3] + utils[4])
+    for _ in range(3):
+        with pytest.raises(RuntimeError, match="GPU is lost"):
+            fake.read([0])
     with pytest.raises(SourceUnavailable, match="Driver Not Loaded"):
         FakeSource("fake:noinit")
+    with pytest.raises(ValueError, match="'busyy' is not one of busy, half, idle, error"):
+        FakeSource("fake:busyy*3")
 
 
-def _sample(tmp_path: Path, settings: GpuSampling, seconds: float, **kw: Any) -> tuple[Sampler, gpustats.SampleLog]:
+# The node the sampler tests run on: NODE's GPUs (NVML order differs from the minor numbers), 80 GiB each.
+SCRIPTED_NODE = [dataclasses.replace(g, name="NVIDIA H100", mem_total_mib=81920) for g in NODE]
+
+
+@dataclass
+class _ScriptedNode:
+    """SCRIPTED_NODE with every reading written out by the test: `readings[i][k]` is NVML device i
+    at instant k. Instants listed in `failing` fail, as NVML does for a GPU that fell off the bus.
+    The sampler's clock is the node's: each reading moves it one second on, so every sample's time
+    is known and nothing waits for wall-clock time."""
+
+    readings: dict[int, list[Reading]]
+    procs: Callable[[int, int], dict[int, int]] = lambda index, taken: {}  # (device, readings so far)
+    failing: frozenset[int] = frozenset()
+    t0: float = 1000.0
+    asked: list[list[int]] = field(default_factory=list)
+    finished: threading.Event = field(default_factory=threading.Event)  # every instant was read
+    closed: threading.Event = field(default_factory=threading.Event)
+
+    def clock(self) -> float:
+        return self.t0 + len(self.asked)
+
+    def inventory(self) -> list[GpuIdentity]:
+        return list(SCRIPTED_NODE)
+
+    def read(self, indices: Sequence[int]) -> list[Reading]:
+        k = len(self.asked)
+        if k == len(self.readings[0]):
+            self.finished.set()
+            return []  # the script is over: nothing more to record, and the clock stands still
+        self.asked.append(list(indices))
+        if k in self.failing:
+            raise RuntimeError("Unable to determine the device handle for GPU 0000:03:00.0: GPU is lost")
+        return [self.readings[i][k] for i in indices]
+
+    def processes(self, index: int) -> dict[int, int]:
+        return self.procs(index, len(self.asked))
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def _gpu(util: list[int], mem: int | list[int], power: int | None, temp: int) -> list[Reading]:
+    mems = mem if isinstance(mem, list) else [mem] * len(util)
+    return [Reading(u, m, power, temp) for u, m in zip(util, mems, strict=True)]
+
+
+def _sampler(path: Path, node: _ScriptedNode, env: dict[str, str], **kw: Any) -> Sampler:
+    settings = GpuSampling(interval=1.0, flush=5.0)
+    return Sampler(
+        path, settings, env=env, meta={"host": "gpu7"}, source_factory=lambda spec, host: node, clock=node.clock, **kw
+    )
+
+
+def test_sampler_records_the_allocated_gpus_and_fires_the_idle_rule_once(tmp_path: Path) -> None:
+    # Slurm gave the task /dev/nvidia3 and /dev/nvidia0: NVML devices 2 and 1, in that order
+    # (cgroups renumbered CUDA_VISIBLE_DEVICES from 0). Devices 0 and 3 belong to other jobs.
+    # At instant 2 the busiest allocated GPU is at 5%, not below 5: the task is idle from 3 to 6
+    # (3 s: the rule fires, after the 7th reading) and again from 8 to 11 (it fires only once).
+    node = _ScriptedNode(
+        {
+            0: _gpu([77] * 12, 70000, 400, 80),
+            1: _gpu([40, 2, 5, 0, 0, 1, 3, 10, 0, 0, 3, 0], 12000, None, 50),
+            2: _gpu([95, 90, 3, 1, 0, 2, 1, 88, 0, 1, 0, 2], [30000] * 7 + [41000] * 5, 310, 65),
+            3: _gpu([66] * 12, 60000, 390, 79),
+        },
+        # Device 2 runs pid 4242 throughout; device 1's pid 5151 exits after the 4th reading, which the
+        # sampler sees at its next listing, the 11th sample's.
+        procs=lambda index, taken: {2: {4242: 29000}, 1: {} if taken > 4 else {5151: 11000}}.get(index, {99: 1}),
+    )
+    fired: list[tuple[str, int]] = []
     path = tmp_path / "gpu.train.csv"
-    sampler = Sampler(path, settings, env={"SLURM_JOB_GPUS": "1"}, meta={"host": "gpu1"}, **kw).start()
-    time.sleep(seconds)
+    rule = IdleRule(below=5, for_s=3, action="cancel")
+    env = {"SLURM_JOB_GPUS": "3,0", "CUDA_VISIBLE_DEVICES": "0,1"}
+    sampler = _sampler(path, node, env, idle=rule, on_idle=lambda why: fired.append((why, len(node.asked))))
+    sampler.start()
+    assert node.finished.wait(30), f"the sampler took {len(node.asked)} of the 12 readings"
     sampler.stop()
-    return sampler, gpustats.parse(path.read_text())
+    assert node.asked == [[2, 1]] * 12 and node.closed.is_set()
+    assert sampler.stopped is None and sampler.samples == 12
+    assert fired == [("the task's GPUs all stayed below 5% utilisation for 3 s", 7)]
+
+    head, *rest = path.read_text().splitlines()
+    meta = json.loads(head.removeprefix("H "))
+    assert (meta["t0"], meta["interval"], meta["host"]) == (1000.0, 1.0, "gpu7")
+    assert meta["mapped_by"] == "SLURM_JOB_GPUS (device minor numbers)"
+    assert [(g["slot"], g["uuid"], g["index"], g["minor"]) for g in meta["gpus"]] == [
+        (0, "GPU-cccc-2222", 2, 3),
+        (1, "GPU-bbbb-1111", 1, 0),
+    ]
+    # seconds since t0, slot, util %, MiB, W (device 1 reports no power), C; processes every 10th sample when changed.
+    assert rest == [
+        "0.0,0,95,30000,310,65",
+        "0.0,1,40,12000,,50",
+        "P,0.0,0,4242:29000",
+        "P,0.0,1,5151:11000",
+        "1.0,0,90,30000,310,65",
+        "1.0,1,2,12000,,50",
+        "2.0,0,3,30000,310,65",
+        "2.0,1,5,12000,,50",
+        "3.0,0,1,30000,310,65",
+        "3.0,1,0,12000,,50",
+        "4.0,0,0,30000,310,65",
+        "4.0,1,0,12000,,50",
+        "5.0,0,2,30000,310,65",
+        "5.0,1,1,12000,,50",
+        "6.0,0,1,30000,310,65",
+        "6.0,1,3,12000,,50",
+        "7.0,0,88,41000,310,65",
+        "7.0,1,10,12000,,50",
+        "8.0,0,0,41000,310,65",
+        "8.0,1,0,12000,,50",
+        "9.0,0,1,41000,310,65",
+        "9.0,1,0,12000,,50",
+        "10.0,0,0,41000,310,65",
+        "10.0,1,3,12000,,50",
+        "P,10.0,1,",
+        "11.0,0,2,41000,310,65",
+        "11.0,1,0,12000,,50",
+    ]
+
+    # Read back: the after-the-fact rule finds both idle stretches; the summary is of these 24 samples
+    # (utilisation 347 percent-samples in all; 18 of them below 5; sorted, the 12th is 1 and the 23rd 90).
+    log = gpustats.parse(path.read_text())
+    assert gpustats.idle_periods(log, rule) == [(1003.0, 1006.0), (1008.0, 1011.0)]
+    s = gpustats.summarise_task(log, gpus=2)
+    assert (s.samples, s.util_median, s.util_p95, s.idle_fraction) == (24, 1, 90, 0.75)
+    assert (s.peak_mem_mib, s.mem_total_mib) == (41000, 81920) and s.util_mean == pytest.approx(347 / 24)
+    assert s.gpu_hours_allocated == pytest.approx(24 / 3600) and s.gpu_hours_used == pytest.approx(3.47 / 3600)
+    assert log.procs == {0: {4242: 29000}, 1: {}}
 
 
-def test_sampler_samples_the_allocated_gpu_and_fires_the_idle_rule_once(tmp_path: Path) -> None:
-    fired: list[str] = []
-    rule = IdleRule(below=5, for_s=0.3, action="cancel")
-    sampler, log = _sample(
-        tmp_path, GpuSampling(interval=0.1, flush=0.1, source="fake:busy*3,idle"), 1.2, idle=rule, on_idle=fired.append
+def test_sampler_stops_after_five_failed_readings_in_a_row(tmp_path: Path) -> None:
+    # Two failures, then a good reading (the count starts again), then five failures: it stops at instant 8.
+    node = _ScriptedNode(
+        {i: _gpu([50 + i] * 9, 1000 * i, 200, 60) for i in range(4)}, failing=frozenset({1, 2, 4, 5, 6, 7, 8})
     )
-    assert sampler.stopped is None and sampler.samples >= 8
-    assert [s.meta["uuid"] for s in log.series] == ["GPU-fake-gpu1-1"] and log.segments[0]["mapped_by"].startswith(
-        "SLURM"
-    )
-    assert log.series[0].util[:3] == [97, 94, 91] and max(log.series[0].util[3:]) <= 2
-    assert fired == ["the task's GPUs all stayed below 5% utilisation for 0.3 s"]
+    path = tmp_path / "gpu.train.csv"
+    sampler = _sampler(path, node, {"SLURMFLOW_GPU_UUIDS": "GPU-dddd"})
+    sampler.start()
+    assert node.closed.wait(30), f"the sampler is still reading after {len(node.asked)} readings"
+    sampler.stop()
+    why = "5 readings in a row failed, last: Unable to determine the device handle for GPU 0000:03:00.0: GPU is lost"
+    assert sampler.stopped == why and sampler.samples == 2 and len(node.asked) == 9
+    # The first process listing is recorded even when empty; the second reading is no 10th sample.
+    assert path.read_text().splitlines()[1:] == [
+        "0.0,0,53,3000,200,60",
+        "P,0.0,0,",
+        "3.0,0,53,3000,200,60",
+        f"X,8.0,{why}",
+    ]
 
 
 @pytest.mark.parametrize(
-    ("source", "why"),
+    ("env", "factory_error", "why"),
     [
-        ("fake:noinit", "NVML did not start: Driver Not Loaded"),
-        ("fake:busy*2,error", "5 readings in a row failed, last: GPU is lost"),
+        ({"SLURM_JOB_GPUS": "1"}, SourceUnavailable("NVML did not start: Driver/library version mismatch"), None),
+        ({}, None, "no GPUs allocated (CUDA_VISIBLE_DEVICES and SLURM_JOB_GPUS are unset)"),
     ],
 )
-def test_sampler_records_why_it_stopped(tmp_path: Path, source: str, why: str) -> None:
-    sampler, log = _sample(tmp_path, GpuSampling(interval=0.1, source=source), 1.0)
-    assert sampler.stopped is not None and why in sampler.stopped and why in log.stops[0]
+def test_sampler_that_cannot_sample_says_why_in_its_file(
+    tmp_path: Path, env: dict[str, str], factory_error: Exception | None, why: str | None
+) -> None:
+    node = _ScriptedNode({i: _gpu([50], 1000, 200, 60) for i in range(4)})
+
+    def factory(spec: str, host: str) -> _ScriptedNode:
+        if factory_error is not None:
+            raise factory_error
+        return node
+
+    path = tmp_path / "gpu.train.csv"
+    sampler = Sampler(path, GpuSampling(), env=env, meta={"host": "gpu7"}, source_factory=factory, clock=node.clock)
+    sampler.start()
+    sampler.stop()  # it ends by itself: stop() only waits for it
+    expected = why or str(factory_error)
+    assert sampler.stopped == expected and sampler.samples == 0 and node.asked == []
+    head, *rest = path.read_text().splitlines()
+    assert json.loads(head.removeprefix("H "))["gpus"] == [] and rest == [f"X,0.0,{expected}"]
 
 
 def test_sampler_never_raises_into_the_job(tmp_path: Path) -> None:
     def broken(spec: str, host: str) -> FakeSource:
         raise ZeroDivisionError("a bug in a source")
 
-    sampler, log = _sample(tmp_path, GpuSampling(interval=0.1), 0.3, source_factory=broken)
-    assert sampler.stopped == "sampler error: ZeroDivisionError: a bug in a source" and log.stops
+    path = tmp_path / "gpu.train.csv"
+    sampler = Sampler(path, GpuSampling(interval=0.1), env={"SLURM_JOB_GPUS": "1"}, meta={}, source_factory=broken)
+    sampler.start()
+    sampler.stop()
+    assert sampler.stopped == "sampler error: ZeroDivisionError: a bug in a source"
+    assert gpustats.parse(path.read_text()).stops == [sampler.stopped]
 
 
 class _NvmlStandIn(types.ModuleType):

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from slurmflow.errors import ControllerFull, PolicyViolation
+import io
+from typing import cast
+
+import pytest
+from rich.console import Console
+
+from slurmflow import planner
+from slurmflow.admin_cli import check_budget, submit_refusals
+from slurmflow.backends.slurm_cli import SlurmCLI
+from slurmflow.errors import AccountingUnavailable, ControllerFull, PolicyViolation, UsageError
+from slurmflow.launch import Prepared
 from slurmflow.limits import refusal_message
-from slurmflow.model import ClusterConfig
+from slurmflow.model import ClusterConfig, ClusterInfo, Resources, Stage
 from slurmflow.quota import Usage
 
 POLICY = PolicyViolation(
@@ -87,23 +97,61 @@ def test_submit_room_is_the_tightest_limit_of_the_charged_association() -> None:
     assert submit_room([Usage("lab-a", "alice", default=True)], "alice", None) is None  # unlimited
 
 
-def test_launch_refuses_a_campaign_its_submit_limits_cannot_hold() -> None:
-    from slurmflow import planner
-    from slurmflow.admin_cli import submit_refusals
-    from slurmflow.launch import Prepared
-    from slurmflow.model import ClusterInfo, Resources, Stage
-
+def _campaign_on_two_accounts() -> Prepared:
+    """600 trials of two stages: `train` on the user's default account (lab-a), `bulk` on lab-b."""
     stages = {
         "train": Stage("train", command="t", per_trial=True),
         "bulk": Stage("bulk", command="b", per_trial=True, resources=Resources(account="lab-b")),
     }
     plan = planner.plan("x", stages, 600, ClusterInfo(max_array_size=1001, partition_gpus={"gpu": 4}))
-    prep = Prepared(None, plan, ClusterInfo())  # type: ignore[arg-type]
-    usages = [
-        Usage("lab-a", "alice", submit_limit=1000, jobs_submitted=500, default=True),
-        Usage("lab-b", "", submit_limit=5000),
-    ]
-    (refusal,) = submit_refusals(prep, usages, "alice")
+    return Prepared(None, plan, ClusterInfo())  # type: ignore[arg-type]
+
+
+# alice may queue 1,000 jobs in lab-a and has 500 queued: the 600 train tasks do not fit.
+TIGHT = [
+    Usage("lab-a", "alice", submit_limit=1000, jobs_submitted=500, default=True),
+    Usage("lab-b", "", submit_limit=5000),
+]
+
+
+def test_submit_refusals_name_the_account_that_cannot_hold_its_tasks() -> None:
+    prep = _campaign_on_two_accounts()
+    (refusal,) = submit_refusals(prep, TIGHT, "alice")
     assert refusal.startswith("this campaign queues 600 tasks on account lab-a") and "room for 500" in refusal
     assert "--force" in refusal
     assert submit_refusals(prep, [Usage("lab-a", "alice", submit_limit=1000, default=True)], "alice") == []
+
+
+class _Accounting:
+    """The two questions the pre-launch check asks the cluster: who am I, and my associations' usage."""
+
+    def __init__(self, usages: list[Usage] | None) -> None:
+        self.usages = usages
+
+    def whoami(self) -> str:
+        return "alice"
+
+    def usage(self) -> list[Usage]:
+        if self.usages is None:
+            raise AccountingUnavailable(["sacctmgr"], 1, "", "sacctmgr: error: slurmdbd: Connection refused")
+        return self.usages
+
+
+def _check(usages: list[Usage] | None, *, force: bool = False, planning: bool = False) -> str:
+    out = io.StringIO()
+    backend = cast(SlurmCLI, _Accounting(usages))
+    check_budget(_campaign_on_two_accounts(), backend, Console(file=out, width=400), force=force, planning=planning)
+    return out.getvalue()
+
+
+def test_launch_refuses_a_campaign_its_submit_limits_cannot_hold() -> None:
+    """What `slurmflow launch` and `plan` run before anything is written (cli._budget)."""
+    with pytest.raises(UsageError, match=r"^this campaign queues 600 tasks on account lab-a .*room for 500"):
+        _check(TIGHT)
+    forced = _check(TIGHT, force=True)
+    assert "warning (--force): this campaign queues 600 tasks on account lab-a" in forced
+    planned = _check(TIGHT, planning=True)
+    assert "launch would refuse this campaign: this campaign queues 600 tasks on account lab-a" in planned
+    # Room enough, or no accounting to ask: nothing is said, Slurm alone decides.
+    assert _check([Usage("lab-a", "alice", submit_limit=1000, jobs_submitted=400, default=True)]) == ""
+    assert _check(None) == ""
