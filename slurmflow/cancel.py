@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from slurmflow import events
 from slurmflow.backends.base import Backend
 from slurmflow.errors import UsageError
 from slurmflow.model import JobInfo
@@ -38,5 +39,23 @@ def cancel(
     ids = state.jobs(plan, stage=stage)
     targets = live(backend.query(ids).jobs) if ids else []
     backend.cancel(targets)
-    store.append({"event": "cancelled", "nodes": sorted(nodes), "job_ids": targets, "by": "user", "t": clock()})
+    for event in records(tuple(sorted(nodes)), tuple(targets), clock()):
+        store.append(event)
     return Cancelled(nodes, tuple(targets))
+
+
+def records(nodes: tuple[str, ...], job_ids: tuple[str, ...], t: float) -> list[events.Cancelled]:
+    """The cancel as one event, or as several where a large run's lists do not fit one line of
+    the log (PIPE_BUF bytes, for appends that never interleave): the reducer takes their union."""
+    whole = events.Cancelled(nodes=nodes, job_ids=job_ids, by="user", t=t)
+    try:
+        events.fit_line(whole)
+    except ValueError:
+        if len(nodes) + len(job_ids) <= 1:
+            raise
+        if len(nodes) >= len(job_ids):  # halve the longer list: each part is smaller than the whole
+            n = len(nodes) // 2
+            return [*records(nodes[:n], job_ids, t), *records(nodes[n:], (), t)]
+        j = len(job_ids) // 2
+        return [*records(nodes, job_ids[:j], t), *records((), job_ids[j:], t)]
+    return [whole]

@@ -216,39 +216,24 @@ def _run_backend(store: RunStore, via: str | None) -> SlurmCLI:
 
 
 def _campaign(store: RunStore, backend: Backend) -> CampaignStatus:
+    from slurmflow.runstate import reduce
     from slurmflow.status import summarise
 
-    plan, state = store.plan(), store.state()
+    events, unreadable = store.read_events()
+    plan, state = store.plan(), reduce(events)
     ids = state.jobs(plan, holding=True)
     result = backend.query(ids) if ids else None
-    events, unreadable = store.read_events()
-    started = float(events[0].get("t", time.time())) if events else time.time()
     return summarise(
         store.run_id,
         plan,
         state.submitted,
         result.jobs if result else (),
         logs_dir=str(store.path("logs")),
-        started=started,
+        started=time.time() if state.started is None else state.started,
         now=time.time(),
         accounting_available=result.accounting_available if result else True,
         skipped=sorted(state.skipped),
-        actions=[
-            e
-            for e in events
-            if e.get("event")
-            in (
-                "requeued",
-                "rewired",
-                "gave_up",
-                "requeue_failed",
-                "action_failed",  # a monitor action Slurm refused: tried again on a later tick
-                "tick_failed",  # a monitor job's tick raised: its successor was submitted all the same
-                "reschedule_failed",  # the monitor job's chain ended: Slurm refused its successor
-                "resubmitted",
-                "gpu_idle",
-            )
-        ],
+        actions=state.actions,  # runstate.SHOWN: requeues, rewires, refused actions, idle GPUs, ...
         moved=state.moved,
         unreadable=unreadable,
     )
@@ -378,6 +363,7 @@ def _submit_monitor_job(store: RunStore, backend: Backend, args: argparse.Namesp
 
 
 def cmd_monitor(args: argparse.Namespace, console: Console) -> int:
+    from slurmflow import events
     from slurmflow.errors import ControllerUnavailable
     from slurmflow.monitor import Tick, tick
 
@@ -392,9 +378,9 @@ def cmd_monitor(args: argparse.Namespace, console: Console) -> int:
 
     def show(result: Tick) -> None:
         for action in result.actions:
-            line = f"{action['event']}: {action['task']} ({action['node']}): {action['why']}"
+            line = f"{action.kind}: {action.task} ({action.node}): {action.why}"
             if args.json:
-                print(json.dumps(action), flush=True)
+                print(json.dumps(events.to_dict(action)), flush=True)
             else:
                 console.print(line, highlight=False)
         if not result.accounting_available:

@@ -15,21 +15,30 @@ leaves the task held; a later tick recognises it and finishes the rewire.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from slurmflow import policy
 from slurmflow.backends.base import Backend
 from slurmflow.errors import CommandError
+from slurmflow.events import (
+    Action,
+    ActionFailed,
+    GaveUp,
+    Released,
+    Requeued,
+    RequeueFailed,
+    Resubmitted,
+    Rewired,
+)
 from slurmflow.model import DepKind, JobInfo, JobNode, JobState
-from slurmflow.rewire import resubmit, rewired_dependency, stuck, task_index, task_keys
+from slurmflow.rewire import resubmit, rewired_dependency, stuck, task_keys
 from slurmflow.store import RunStore
 
 
 @dataclass(frozen=True)
 class Tick:
-    actions: tuple[dict[str, object], ...]
+    actions: tuple[Action, ...]
     done: bool
     accounting_available: bool
 
@@ -39,53 +48,31 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
     ids = state.jobs(plan, holding=True)
     result = backend.query(ids)
     jobs = result.by_id()
-    events = store.events()
-    retries = Counter(str(ev["task"]) for ev in events if ev.get("event") == "requeued")
-    reported = {str(ev["task"]) for ev in events if ev.get("event") == "gave_up"}
-    released = {str(ev["marker"]) for ev in events if ev.get("event") == "released"}
-    actions: list[dict[str, object]] = []
+    actions: list[Action] = []
 
-    def record(event: dict[str, object]) -> None:
-        event["t"] = clock()
+    def record(event: Action) -> None:
+        # Written, and folded into the state this tick goes on with: a rewired or requeued task
+        # counts as retried for its own dependents, a lifted hold is not lifted twice.
         store.append(event)
+        state.apply(event)
         actions.append(event)
 
     def failed(task: str, node: str, action: str, exc: CommandError) -> None:
         # One line: the command and Slurm's message (CommandError says both).
-        record({"event": "action_failed", "task": task, "node": node, "action": action, "why": one_line(exc)})
+        record(ActionFailed(task=task, node=node, action=action, why=one_line(exc), t=clock()))
+
+    bigger: dict[str, dict[int | None, str]] = {}  # node -> task index -> memory to resubmit with
 
     # Retries so far per (node, task index), from the run's history and this tick: a dependent that
     # Slurm cancels a moment after its parent failed is revived on a later tick, and at most once
     # per retry of the parents it depends on (a parent that gives up leaves it cancelled).
-    retried: Counter[tuple[str, int | None]] = Counter()
-    oom_done: Counter[tuple[str, int | None]] = Counter()
-    mem_now: dict[str, str] = {}  # node -> memory of its latest resubmission
-    bigger: dict[str, dict[int | None, str]] = {}  # node -> task index -> memory to resubmit with
-    rewires: Counter[str] = Counter()
-    unfinished: set[str] = set()  # tasks whose last rewire failed part-way (maybe left held)
-    for ev in events:
-        if ev.get("event") in ("requeued", "rewired"):
-            retried[(str(ev["node"]), task_index(str(ev["task"])))] += 1
-        elif ev.get("event") == "resubmitted":
-            for i in ev["indices"]:
-                retried[(str(ev["node"]), i)] += 1
-                if "OUT_OF_MEMORY" in str(ev.get("why")):
-                    oom_done[(str(ev["node"]), i)] += 1
-            if ev.get("mem"):
-                mem_now[str(ev["node"])] = str(ev["mem"])
-        if ev.get("event") == "rewired":
-            rewires[str(ev["task"])] += 1
-            unfinished.discard(str(ev["task"]))
-        elif ev.get("event") == "action_failed" and ev.get("action") == "rewire":
-            unfinished.add(str(ev["task"]))
-
     def parent_retries(node: JobNode, index: int | None) -> tuple[int, list[str]]:
         count, parents = 0, []
         for e in node.edges:
             if e.kind is DepKind.AFTER_CORR and index is not None:
-                n = retried[(e.parent, index)]
+                n = state.retried[(e.parent, index)]
             else:
-                n = sum(v for (k, _), v in retried.items() if k == e.parent)
+                n = state.node_retried[e.parent]
             if n:
                 count += n
                 parents.append(e.parent)
@@ -99,10 +86,10 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
             info = jobs.get(key)
             if info is None:
                 continue
-            left_held = key in unfinished and held(info)
+            left_held = key in state.rewiring and held(info)
             if stuck(info) or left_held:
                 count, parents = parent_retries(node, index)
-                if count > rewires[key]:
+                if count > state.rewires[key]:
                     dependency = rewired_dependency(plan, node, index, state, jobs)
                     try:
                         if info.state is JobState.CANCELLED:
@@ -114,20 +101,14 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
                     except CommandError as exc:
                         failed(key, node.key, "rewire", exc)
                         continue
-                    rewires[key] += 1
-                    retried[(node.key, index)] += 1  # so that its own cancelled dependents are revived too
+                    # Counted as a retry of this task too, so that its own cancelled dependents are revived.
                     record(
-                        {
-                            "event": "rewired",
-                            "task": key,
-                            "node": node.key,
-                            "why": f"its parent {', '.join(parents)} was retried",
-                        }
+                        Rewired(task=key, node=node.key, why=f"its parent {', '.join(parents)} was retried", t=clock())
                     )
                     continue
             if info.state is JobState.PENDING and info.reason == "BeginTime" and (info.restarts or 0) > 0:
                 marker = f"{key}#{info.restarts}"
-                if marker not in released:
+                if marker not in state.released:
                     # Slurm requeued it itself (a node failed under it) and holds it ~120 s; the node
                     # is gone, so let it start elsewhere now. Once per restart.
                     try:
@@ -135,16 +116,8 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
                     except CommandError as exc:
                         failed(key, node.key, "release", exc)
                         continue
-                    released.add(marker)
-                    record(
-                        {
-                            "event": "released",
-                            "task": key,
-                            "node": node.key,
-                            "marker": marker,
-                            "why": f"Slurm requeued it (restart {info.restarts}); its 2-minute hold was lifted",
-                        }
-                    )
+                    why = f"Slurm requeued it (restart {info.restarts}); its 2-minute hold was lifted"
+                    record(Released(task=key, node=node.key, marker=marker, why=why, t=clock()))
                 continue
             obs = policy.Observed(
                 info.state,
@@ -153,9 +126,10 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
                 info.nodes,
                 info.cancelled_by,
                 requeueable=plan.stages[node.stage].requeue is not False,
-                mem=mem_now.get(node.key) or plan.stages[node.stage].resources.mem,
+                mem=state.mem.get(node.key) or plan.stages[node.stage].resources.mem,
             )
-            done_before = oom_done[(node.key, index)] if info.state is JobState.OUT_OF_MEMORY else retries[key]
+            oom = info.state is JobState.OUT_OF_MEMORY
+            done_before = state.oom[(node.key, index)] if oom else state.requeues[key]
             decision = policy.decide(obs, retry, done_before)
             if decision.act is policy.Act.RESUBMIT and decision.mem:
                 bigger.setdefault(node.key, {})[index] = decision.mem
@@ -164,7 +138,7 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
                 try:
                     backend.requeue([key], start_now=True)
                 except CommandError as exc:
-                    record({"event": "requeue_failed", "task": key, "node": node.key, "why": one_line(exc)})
+                    record(RequeueFailed(task=key, node=node.key, why=one_line(exc), t=clock()))
                     continue
                 exclude = decision.exclude_node
                 if exclude:
@@ -174,18 +148,9 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
                         # Requeued all the same (a second requeue of a pending task would fail).
                         failed(key, node.key, "exclude_node", exc)
                         exclude = None
-                retried[(node.key, index)] += 1
-                record(
-                    {
-                        "event": "requeued",
-                        "task": key,
-                        "node": node.key,
-                        "why": decision.why,
-                        "exclude": exclude,
-                    }
-                )
-            elif decision.act is policy.Act.GIVE_UP and key not in reported:
-                record({"event": "gave_up", "task": key, "node": node.key, "why": decision.why})
+                record(Requeued(task=key, node=node.key, why=decision.why, exclude=exclude, t=clock()))
+            elif decision.act is policy.Act.GIVE_UP and key not in state.gave_up:
+                record(GaveUp(task=key, node=node.key, why=decision.why, t=clock()))
     if bigger:
         # Out of memory: a new job per node for those tasks, with the larger request (the largest
         # asked for among them); their dependents are revived on the next ticks like a requeue's.
@@ -198,14 +163,13 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
 
         new_ids = resubmit(store, backend, plan, state, jobs, chosen, why="OUT_OF_MEMORY", mem=mem, on_error=refused)
         for node_key, job_id in new_ids.items():
+            # Shown with the new job's id and the memory; the log has the `resubmitted` event itself.
+            why = f"OUT_OF_MEMORY: {len(chosen[node_key])} task(s) resubmitted with mem={mem[node_key]}"
+            indices = tuple(chosen[node_key])
             actions.append(
-                {
-                    "event": "resubmitted",
-                    "task": job_id,
-                    "node": node_key,
-                    "mem": mem[node_key],
-                    "why": f"OUT_OF_MEMORY: {len(chosen[node_key])} task(s) resubmitted with mem={mem[node_key]}",
-                }
+                Resubmitted(
+                    task=job_id, node=node_key, indices=indices, job_id=job_id, mem=mem[node_key], why=why, t=clock()
+                )
             )
     done = not actions and bool(jobs) and all(j.state.final for j in jobs.values())
     return Tick(tuple(actions), done, result.accounting_available)

@@ -25,6 +25,7 @@ from slurmflow.errors import (
     ControllerUnavailable,
     SubmissionAmbiguous,
 )
+from slurmflow.events import MonitorJob, RescheduleFailed, TickFailed
 from slurmflow.model import Dependency, DepKind, JobSpec, JobState
 from slurmflow.monitor import Tick, one_line, tick
 from slurmflow.store import RunStore
@@ -76,7 +77,7 @@ def submit(
 ) -> str:
     """Submit a link of the chain and record it (`monitor_job`: the run's jobs include it)."""
     job_id = backend.submit(spec(store, interval=interval, partition=partition, delay=delay, python=python))
-    store.append({"event": "monitor_job", "job_id": job_id, "t": clock()})
+    store.append(MonitorJob(job_id=job_id, t=clock()))
     return job_id
 
 
@@ -112,7 +113,7 @@ def tick_and_reschedule(
         result = tick(store, backend, clock=clock)
     except Exception as exc:  # anything at all: the chain must outlive our bugs and Slurm's hiccups
         error = exc
-        store.append({"event": "tick_failed", "task": me, "node": "monitor", "why": one_line(exc), "t": clock()})
+        store.append(TickFailed(task=me, node="monitor", why=one_line(exc), t=clock()))
     if result is not None and result.done:
         return Link(result, None)
 
@@ -120,7 +121,7 @@ def tick_and_reschedule(
         if tries:  # the refused sbatch may have reached the controller: two successors, two chains
             found = queued_successor(store, backend, this_job)
             if found:
-                store.append({"event": "monitor_job", "job_id": found, "reconciled": True, "t": clock()})
+                store.append(MonitorJob(job_id=found, reconciled=True, t=clock()))
                 return found
         return submit(
             store, backend, interval=interval, partition=partition, delay=interval, python=python, clock=clock
@@ -131,7 +132,7 @@ def tick_and_reschedule(
         return Link(result, backoff.run(attempt, transient=TRANSIENT), error)
     except CommandError as exc:
         why = f"the next monitor job could not be submitted, so the chain ends: {one_line(exc)}"
-        store.append({"event": "reschedule_failed", "task": me, "node": "monitor", "why": why, "t": clock()})
+        store.append(RescheduleFailed(task=me, node="monitor", why=why, t=clock()))
         return Link(result, None, error or exc)
 
 

@@ -9,7 +9,8 @@ from slurmflow.backends.base import Backend
 from slurmflow.errors import UsageError
 from slurmflow.model import JobInfo, JobState, Plan
 from slurmflow.rewire import resubmit, task_keys
-from slurmflow.store import RunState, RunStore
+from slurmflow.runstate import RunState
+from slurmflow.store import RunStore
 
 
 def select(

@@ -16,8 +16,11 @@ from collections.abc import Callable, Mapping, Sequence
 from slurmflow import sbatch, slurm_text
 from slurmflow.backends.base import Backend
 from slurmflow.errors import CommandError
+from slurmflow.events import Resubmitted
 from slurmflow.model import DepClause, Dependency, DepKind, JobInfo, JobNode, JobState, Plan
-from slurmflow.store import RunState, RunStore
+from slurmflow.runstate import RunState
+from slurmflow.runstate import task_index as task_index
+from slurmflow.store import RunStore
 
 
 def task_keys(node: JobNode, state: RunState) -> list[str]:
@@ -25,11 +28,6 @@ def task_keys(node: JobNode, state: RunState) -> list[str]:
     if not node.array:
         return [state.job_of(node.key, None) or ""]
     return [f"{state.job_of(node.key, i)}_{i}" for i in range(node.size)]
-
-
-def task_index(task_key: str) -> int | None:
-    _, sep, idx = task_key.partition("_")
-    return int(idx) if sep else None
 
 
 def stuck(info: JobInfo | None) -> bool:
@@ -80,9 +78,10 @@ def resubmit(
     on_error: Callable[[str, CommandError], None] | None = None,
 ) -> dict[str, str]:
     """New jobs for the chosen tasks of each node (in plan order), with `mem` overrides per node.
-    Updates `state.moved` so later nodes, status and the monitor follow the tasks. With `on_error`,
-    a submission that fails is reported there and the rest of the batch waits for a later call
-    (later nodes may depend on it): the nodes submitted so far are returned."""
+    Each `resubmitted` event is folded into `state` as it is written, so later nodes, status and
+    the monitor follow the tasks. With `on_error`, a submission that fails is reported there and
+    the rest of the batch waits for a later call (later nodes may depend on it): the nodes
+    submitted so far are returned."""
     launch = store.read_json("launch.json")
     new_ids: dict[str, str] = {}
     for node in plan.nodes:  # topological: a retried parent is submitted before its children
@@ -113,7 +112,7 @@ def resubmit(
         spec = dataclasses.replace(spec, array=array, dependency=dependency)
         if mem and node.key in mem:
             spec = dataclasses.replace(spec, mem=mem[node.key])
-        attempt = sum(1 for ev in store.events() if ev.get("event") == "resubmitted" and ev.get("node") == node.key) + 1
+        attempt = len(state.resubmissions.get(node.key, ())) + 1
         script = store.write_text(f"scripts/{node.key}.retry{attempt}.sh", sbatch.render_script(spec), executable=True)
         try:
             job_id = backend.submit(spec, str(script))
@@ -123,20 +122,15 @@ def resubmit(
             on_error(node.key, exc)
             break
         new_ids[node.key] = job_id
-        store.append(
-            {
-                "event": "resubmitted",
-                "node": node.key,
-                "task": f"{job_id} ({len(indices)} task(s))",
-                "indices": indices,
-                "job_id": job_id,
-                "mem": spec.mem,
-                "why": why,
-                "t": time.time(),
-            }
+        event = Resubmitted(
+            node=node.key,
+            task=f"{job_id} ({len(indices)} task(s))",
+            indices=tuple(indices),
+            job_id=job_id,
+            mem=spec.mem,
+            why=why,
+            t=time.time(),
         )
-        # Later nodes of this retry see the parent's tasks in their new job.
-        for i in indices:
-            state.moved[(node.key, i)] = job_id
-        state.resubmissions.setdefault(node.key, []).append(job_id)
+        store.append(event)
+        state.apply(event)  # later nodes of this retry see the parent's tasks in their new job
     return new_ids

@@ -1,6 +1,7 @@
 """A campaign's state from one batched query: per stage counts, failures, pending reasons in words.
 
-Pure: (plan, submitted job ids, trial offsets, jobs as Slurm reports them, clock) -> CampaignStatus.
+Pure: (plan, submitted job ids, trial offsets, jobs as Slurm reports them, the run's recorded actions,
+clock) -> CampaignStatus.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from slurmflow import events
+from slurmflow.events import Action
 from slurmflow.model import JobInfo, JobState, Plan
 
 # Pending reasons (man squeue, JOB REASON CODES) in a researcher's words.
@@ -107,7 +110,7 @@ class CampaignStatus:
     skipped: tuple[str, ...] = ()
     done: bool = False
     notes: tuple[str, ...] = field(default=())
-    actions: tuple[Mapping[str, object], ...] = ()  # what the monitor did (requeued, rewired, gave_up)
+    actions: tuple[Action, ...] = ()  # what the monitor did (requeued, rewired, gave_up): RunState.actions
 
 
 def summarise(
@@ -121,7 +124,7 @@ def summarise(
     now: float,
     accounting_available: bool = True,
     skipped: Sequence[str] = (),
-    actions: Sequence[Mapping[str, object]] = (),
+    actions: Sequence[Action] = (),
     moved: Mapping[tuple[str, int | None], str] | None = None,
     unreadable: Sequence[int] = (),
 ) -> CampaignStatus:
@@ -205,7 +208,7 @@ def to_dict(status: CampaignStatus, *, tasks: bool = False) -> dict[str, object]
         "not_submitted": list(status.not_submitted),
         "skipped": list(status.skipped),
         "notes": list(status.notes),
-        "actions": [dict(a) for a in status.actions],
+        "actions": [events.to_dict(a) for a in status.actions],
         "stages": [
             {
                 "stage": s.stage,

@@ -22,11 +22,15 @@ import os
 import shutil
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from slurmflow import events
 from slurmflow.errors import UsageError
+from slurmflow.events import PIPE_BUF as PIPE_BUF
+from slurmflow.events import Event
+from slurmflow.events import fit_line as fit_line
 from slurmflow.model import (
     Checkpoint,
     DepKind,
@@ -41,6 +45,8 @@ from slurmflow.model import (
     StageDep,
     Trial,
 )
+from slurmflow.runstate import RunState as RunState
+from slurmflow.runstate import reduce as reduce
 
 # The config snapshot holds config files only. With `-cd .` at a project root (a common Hydra
 # layout) a copy of the whole directory took the project, data and earlier runs with it: each run
@@ -109,26 +115,6 @@ def config_files(config_dir: Path, *, skip: Iterable[Path] = ()) -> list[tuple[P
     return sorted(found)
 
 
-PIPE_BUF = 4096  # POSIX's least PIPE_BUF; Linux's too
-
-
-def fit_line(event: dict[str, Any]) -> str:
-    """The event as one JSON line of at most PIPE_BUF bytes: long text (a command's output in a
-    `why`) is cut, marked with its full length, before anything structural would be."""
-    line = json.dumps(event, sort_keys=True) + "\n"
-    if len(line.encode()) <= PIPE_BUF:
-        return line
-    cut = dict(event)
-    for key in sorted(cut, key=lambda k: -len(str(cut[k]))):
-        value = cut[key]
-        if isinstance(value, str) and len(value) > 200:
-            cut[key] = value[:200] + f"... ({len(value)} characters)"
-            line = json.dumps(cut, sort_keys=True) + "\n"
-            if len(line.encode()) <= PIPE_BUF:
-                return line
-    raise ValueError(f"event {event.get('event')!r} does not fit one {PIPE_BUF}-byte line")
-
-
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
     doc = asdict(plan)
     doc["stages"] = {k: asdict(v) for k, v in plan.stages.items()}
@@ -156,69 +142,6 @@ def plan_from_dict(doc: Mapping[str, Any]) -> Plan:
         for n in doc["nodes"]
     )
     return Plan(doc["experiment"], stages, nodes, doc["n_trials"], doc["gpu_hours"], tuple(doc["gpu_hours_unbounded"]))
-
-
-@dataclass
-class RunState:
-    """What the event log says: which nodes were submitted (and as which job), which were only
-    intended (a crash or an ambiguous answer between the intent and the job id)."""
-
-    submitted: dict[str, str] = field(default_factory=dict)
-    intents: set[str] = field(default_factory=set)
-    skipped: set[str] = field(default_factory=set)
-    complete: bool = False
-    # Tasks resubmitted by `slurmflow retry` or the monitor (out of memory): (node, array index or
-    # None) -> the job that now holds it.
-    moved: dict[tuple[str, int | None], str] = field(default_factory=dict)
-    # Every job each node's tasks were resubmitted as, in order: `moved` keeps only the latest.
-    resubmissions: dict[str, list[str]] = field(default_factory=dict)
-    monitor_jobs: list[str] = field(default_factory=list)  # `monitor --as-job`, each link of the chain
-
-    def job_of(self, node: str, index: int | None) -> str | None:
-        """The job id now holding a task: its retry's, or the node's original submission."""
-        return self.moved.get((node, index)) or self.submitted.get(node)
-
-    def jobs(self, plan: Plan, *, stage: str | None = None, holding: bool = False) -> list[str]:
-        """The one answer to "which Slurm jobs belong to this run", in submission order: each node's
-        original submission, every resubmission of its tasks (`slurmflow retry`, out of memory) and,
-        for the whole run, the monitor's own jobs. With `stage`, only that stage's nodes' jobs. With
-        `holding`, only the jobs that hold one of the plan's tasks now (what a query of the tasks
-        needs; no monitor job, no job whose every task was resubmitted elsewhere)."""
-        nodes = [n for n in plan.nodes if n.key in self.submitted and (stage is None or n.stage == stage)]
-        found: set[str] = set()
-        if holding:
-            for node in nodes:
-                found.update(str(self.job_of(node.key, i)) for i in (range(node.size) if node.array else [None]))
-        else:
-            for node in nodes:
-                found.add(self.submitted[node.key])
-                found.update(self.resubmissions.get(node.key, ()))
-            if stage is None:
-                found.update(self.monitor_jobs)
-        return sorted(found, key=int)
-
-
-def reduce(events: Iterable[Mapping[str, Any]]) -> RunState:
-    state = RunState()
-    for ev in events:
-        kind, node = ev.get("event"), ev.get("node")
-        if kind == "intent" and node:
-            state.intents.add(node)
-        elif kind == "submitted" and node:
-            state.submitted[node] = str(ev["job_id"])
-            state.intents.discard(node)
-        elif kind == "skipped" and node:
-            state.skipped.add(node)
-            state.intents.discard(node)
-        elif kind == "launch_complete":
-            state.complete = True
-        elif kind == "resubmitted" and node:
-            for index in ev["indices"]:
-                state.moved[(node, index)] = str(ev["job_id"])
-            state.resubmissions.setdefault(node, []).append(str(ev["job_id"]))
-        elif kind == "monitor_job" and ev.get("job_id"):
-            state.monitor_jobs.append(str(ev["job_id"]))
-    return state
 
 
 class RunStore:
@@ -333,39 +256,41 @@ class RunStore:
 
     # --- event log ------------------------------------------------------------------------------
 
-    def append(self, event: Mapping[str, Any]) -> None:
+    def append(self, event: Event | Mapping[str, Any]) -> None:
+        """Append one event. A plain mapping (an `event` key and the kind's fields) is validated as
+        a line of the log would be, so a misspelt kind or a field of the wrong type raises
+        DecodeError here instead of becoming a line no reader can use."""
+        if not isinstance(event, events.EventBase):
+            event = events.from_mapping(event)
         # One write(2) with O_APPEND, at most PIPE_BUF bytes: tasks on many nodes append to this
         # log at once, and a write that size is never interleaved with another (POSIX).
-        line = fit_line(dict(event))
+        line = fit_line(event)
         fd = os.open(self.root / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, line.encode())
+            os.write(fd, line)
             os.fsync(fd)  # an intent must be on disk before the sbatch it announces
         finally:
             os.close(fd)
 
-    def events(self) -> list[dict[str, Any]]:
+    def events(self) -> list[Event]:
         return self.read_events()[0]
 
-    def read_events(self) -> tuple[list[dict[str, Any]], list[int]]:
+    def read_events(self) -> tuple[list[Event], list[int]]:
         """The events, and the numbers of the lines that could not be read (a torn write after a
-        crash, a file edited by hand): status reports those, nothing is dropped silently."""
-        path = self.root / "events.jsonl"
-        if not path.exists():
+        crash, a file edited by hand, a kind or version this slurmflow does not know): status
+        reports those, nothing is dropped silently."""
+        try:
+            data = (self.root / "events.jsonl").read_bytes()
+        except FileNotFoundError:
             return [], []
-        out: list[dict[str, Any]] = []
+        out: list[Event] = []
         bad: list[int] = []
-        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        for number, line in enumerate(data.split(b"\n"), 1):
             if not line.strip():
                 continue
             try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                bad.append(number)
-                continue
-            if isinstance(event, dict):
-                out.append(event)
-            else:
+                out.append(events.decode(line))
+            except events.DecodeError:
                 bad.append(number)
         return out, bad
 

@@ -22,6 +22,7 @@ from slurmflow.errors import (
     SubmissionAmbiguous,
     SubmissionRefused,
 )
+from slurmflow.events import ControllerBusy, ControllerGone, Intent, LaunchComplete, Refused, Skipped, Submitted
 from slurmflow.model import DepKind, JobInfo, JobNode, JobSpec, JobState, Plan
 from slurmflow.store import RunStore
 
@@ -64,12 +65,12 @@ def _submit_node(
         return _submit_once(backend, store, ctx, node, spec, script, via_submitit=via_submitit)
 
     def waiting(delay: float, _exc: BaseException) -> None:
-        store.append({"event": "controller_busy", "node": node.key, "retry_in": delay, "t": time.time()})
+        store.append(ControllerBusy(node=node.key, retry_in=delay, t=time.time()))
 
     try:
         return ctx.backoff.run(attempt, transient=(ControllerUnavailable,), on_wait=waiting)
     except ControllerUnavailable as exc:
-        store.append({"event": "controller_gone", "node": node.key, "slurm": _last_line(exc), "t": time.time()})
+        store.append(ControllerGone(node=node.key, slurm=_last_line(exc), t=time.time()))
         raise SubmissionRefused(
             f"the Slurm controller did not answer for {ctx.backoff.patience:g} s ({_last_line(exc)}) while "
             f"submitting {node.key}; once it is back, `slurmflow resume {ctx.run_id}` submits the rest, "
@@ -95,7 +96,7 @@ def _submit_once(
         # A limit Slurm enforces: stop here. What is submitted stays; the intent makes resume
         # look this node up by name before it submits it, so nothing can run twice.
         why = "MaxJobCount" if isinstance(exc, ControllerFull) else "submit limit"
-        store.append({"event": "refused", "node": node.key, "why": why, "slurm": _last_line(exc), "t": time.time()})
+        store.append(Refused(node=node.key, why=why, slurm=_last_line(exc), t=time.time()))
         raise SubmissionRefused(
             f"Slurm refused {node.key}: {_last_line(exc)}; once it fits, run `slurmflow resume {ctx.run_id}`",
             node=node.key,
@@ -170,15 +171,7 @@ def submit(
         for key in sorted(state.intents):
             job_id = _reconcile(backend, ctx.run_id, key)
             if job_id:
-                store.append(
-                    {
-                        "event": "submitted",
-                        "node": key,
-                        "job_id": job_id,
-                        "reconciled": True,
-                        "t": time.time(),
-                    }
-                )
+                store.append(Submitted(node=key, job_id=job_id, reconciled=True, t=time.time()))
         state = store.state()
     outcomes: dict[str, str] = {}
     if resume and state.submitted:
@@ -196,7 +189,7 @@ def submit(
         dropped, runnable = _resolve_finished_parents(node, outcomes, skipped)
         if not runnable:
             skipped.add(node.key)
-            store.append({"event": "skipped", "node": node.key, "why": "a parent already ended so it can never run"})
+            store.append(Skipped(node=node.key, why="a parent already ended so it can never run", t=time.time()))
             if progress:
                 progress(node, "skipped")
             continue
@@ -213,12 +206,12 @@ def submit(
         if ctx.hold:
             spec = dataclasses.replace(spec, extra_args=(*spec.extra_args, "--hold"))
         script_path = store.write_text(f"scripts/{node.key}.sh", sbatch.render_script(spec), executable=True)
-        store.append({"event": "intent", "node": node.key, "t": time.time()})
+        store.append(Intent(node=node.key, t=time.time()))
         via_submitit = ctx.submit_callable is not None and plan.stages[node.stage].callable is not None
         job_id = _submit_node(backend, store, ctx, node, spec, str(script_path), via_submitit=via_submitit)
-        store.append({"event": "submitted", "node": node.key, "job_id": job_id, "t": time.time()})
+        store.append(Submitted(node=node.key, job_id=job_id, t=time.time()))
         ids[node.key] = job_id
         if progress:
             progress(node, job_id)
-    store.append({"event": "launch_complete", "t": time.time()})
+    store.append(LaunchComplete(t=time.time()))
     return ids

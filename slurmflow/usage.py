@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slurmflow import gpustats
+from slurmflow import events, gpustats
 from slurmflow.gpustats import Summary, Timeline
+from slurmflow.runstate import RunState
 from slurmflow.store import RunStore
 
 
@@ -61,9 +62,9 @@ def samples_path(workdir: Path, stage: str) -> Path:
     return workdir / f"gpu.{stage}.csv"
 
 
-def _task_files(store: RunStore) -> Iterator[tuple[str, str, int | None, str, int, Path]]:
+def _task_files(store: RunStore, state: RunState) -> Iterator[tuple[str, str, int | None, str, int, Path]]:
     """(node, stage, trial index, job id, GPUs, samples path) of every task of a GPU stage."""
-    plan, state = store.plan(), store.state()
+    plan = store.plan()
     trial_ids: dict[int, str] | None = None
     for node in plan.nodes:
         stage = plan.stages[node.stage]
@@ -136,8 +137,9 @@ def write_cache(path: Path, gpus: int, status_path: Path) -> None:
 
 def collect(store: RunStore, *, progress: Callable[[int], None] | None = None) -> RunGpu:
     now = time.time()
+    run = store.state()
     tasks = []
-    for n, (node, stage, trial, job, gpus, path) in enumerate(_task_files(store)):
+    for n, (node, stage, trial, job, gpus, path) in enumerate(_task_files(store, run)):
         if path.exists():
             summary, line, state = summarise_file(path, gpus, path.with_name(f"{stage}.status.json"), now)
             tasks.append(TaskGpu(node, stage, trial, job, gpus, path, summary, line, state))
@@ -149,5 +151,5 @@ def collect(store: RunStore, *, progress: Callable[[int], None] | None = None) -
     for stage in dict.fromkeys(t.stage for t in tasks):
         stages[stage] = gpustats.combine(t.summary for t in tasks if t.stage == stage and t.summary)
     campaign = gpustats.combine(t.summary for t in tasks if t.summary)
-    events = tuple(e for e in store.events() if e.get("event") == "gpu_idle")
-    return RunGpu(store.run_id, tuple(tasks), stages, campaign, events)
+    idle = tuple(events.to_dict(e) for e in run.gpu_idle)  # as in the log: `--json` and the report show them
+    return RunGpu(store.run_id, tuple(tasks), stages, campaign, idle)

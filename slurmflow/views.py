@@ -11,6 +11,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from slurmflow import gpustats, sbatch, slurm_text
+from slurmflow.events import ActionFailed, GpuIdle
 from slurmflow.launch import Prepared
 from slurmflow.model import JobInfo, JobNode, Plan
 from slurmflow.status import CampaignStatus, exit_text
@@ -212,8 +213,9 @@ def status_view(st: CampaignStatus, *, tasks: bool = False) -> Group:
         for col in ("action", "task", "why"):
             at.add_column(col)
         for a in st.actions[-10:]:
-            what = str(a.get("event")) + (f" ({a['action']})" if a.get("action") else "")
-            at.add_row(what, str(a.get("task")), str(a.get("why")))
+            # What an action_failed tried, what a gpu_idle rule did.
+            action = a.action if isinstance(a, ActionFailed | GpuIdle) else None
+            at.add_row(a.kind + (f" ({action})" if action else ""), a.task, a.why)
         parts.append(at)
     footer = f"elapsed {_duration(st.elapsed_s)}"
     if not st.done:

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from slurmflow import planner
 from slurmflow.backends import FakeSlurm, Outcome
+from slurmflow.events import Event, EventBase, Resubmitted
 from slurmflow.launch import context
 from slurmflow.model import DepKind, JobSpec, JobState, Resources, RetryPolicy, Stage, StageDep
 from slurmflow.monitor import tick
 from slurmflow.store import RunStore, plan_to_dict
 from slurmflow.submitter import submit
+
+
+@pytest.fixture(autouse=True)
+def typed_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every event the library writes here is a typed record: a plain mapping is accepted only for
+    the in-job wrapper's transition, and never reaches this module's runs."""
+    append = RunStore.append
+
+    def typed(self: RunStore, event: Event | Mapping[str, Any]) -> None:
+        assert isinstance(event, EventBase), f"an untyped event was written: {event!r}"
+        append(self, event)
+
+    monkeypatch.setattr(RunStore, "append", typed)
 
 
 def run(
@@ -54,8 +72,8 @@ def test_retryable_exit_code_is_retried_and_dependents_run(tmp_path: Path) -> No
     fake.advance(5)
     assert fake.tasks[f"{j['train.0']}_2"].state is JobState.FAILED
     first = tick(store, fake)
-    assert [(a["event"], a["task"]) for a in first.actions][:1] == [("requeued", f"{j['train.0']}_2")]
-    rewired = {a["task"] for a in first.actions if a["event"] == "rewired"}
+    assert [(a.kind, a.task) for a in first.actions][:1] == [("requeued", f"{j['train.0']}_2")]
+    rewired = {a.task for a in first.actions if a.kind == "rewired"}
     assert rewired == {f"{j['eval.0']}_2", j["final"]}  # the paired eval task and the after_ok fan-in only
     for _ in range(30):
         fake.advance(2)
@@ -73,8 +91,8 @@ def test_program_failure_is_not_retried(tmp_path: Path) -> None:
     j = ids(store)
     fake.advance(5)
     actions = tick(store, fake).actions
-    assert [(a["event"], a["task"]) for a in actions] == [("gave_up", f"{j['train.0']}_2")]
-    assert "not retried" in str(actions[0]["why"])
+    assert [(a.kind, a.task) for a in actions] == [("gave_up", f"{j['train.0']}_2")]
+    assert "not retried" in actions[0].why
     fake.advance(10)
     assert tick(store, fake).actions == ()  # reported once
     assert fake.tasks[f"{j['eval.0']}_2"].state is JobState.CANCELLED
@@ -89,9 +107,9 @@ def test_node_failure_requeued_by_slurm_starts_without_the_two_minute_hold(tmp_p
     fake.advance(1)
     fake.stop_node("gpu1")  # requeue allowed: Slurm puts the tasks back itself, held ~120 s
     assert fake.tasks[f"{train}_0"].state is JobState.PENDING and fake.tasks[f"{train}_0"].reason == "BeginTime"
-    released = [a for a in tick(store, fake).actions if a["event"] == "released"]
-    assert {a["task"] for a in released} == {f"{train}_{i}" for i in range(4)}
-    assert not [a for a in tick(store, fake).actions if a["event"] == "released"]  # once per restart
+    released = [a for a in tick(store, fake).actions if a.kind == "released"]
+    assert {a.task for a in released} == {f"{train}_{i}" for i in range(4)}
+    assert not [a for a in tick(store, fake).actions if a.kind == "released"]  # once per restart
     for _ in range(30):
         fake.advance(5)
         if tick(store, fake).done:
@@ -106,7 +124,7 @@ def test_no_requeue_stage_is_given_up_with_the_reason(tmp_path: Path) -> None:
     fake.advance(1)
     fake.stop_node("gpu1")
     actions = tick(store, fake).actions
-    assert {a["event"] for a in actions} == {"gave_up"} and "requeue: false" in str(actions[0]["why"])
+    assert {a.kind for a in actions} == {"gave_up"} and "requeue: false" in actions[0].why
 
 
 def test_cancelled_by_a_person_is_never_retried(tmp_path: Path) -> None:
@@ -116,7 +134,7 @@ def test_cancelled_by_a_person_is_never_retried(tmp_path: Path) -> None:
     fake.advance(1)
     fake.cancel([victim])
     actions = tick(store, fake).actions
-    assert fake.tasks[victim].state is JobState.CANCELLED and all(a["task"] != victim for a in actions)
+    assert fake.tasks[victim].state is JobState.CANCELLED and all(a.task != victim for a in actions)
 
 
 def test_retry_resubmits_only_unsuccessful_tasks_and_their_dependents(tmp_path: Path) -> None:
@@ -180,13 +198,14 @@ def test_out_of_memory_is_resubmitted_with_more_memory_and_dependents_follow(tmp
     store = run(tmp_path, fake, RetryPolicy(oom_mem_factor=1.5, oom_mem_cap="4G"), mem="1G")
     fake.advance(5)
     first = tick(store, fake).actions
-    assert [(a["event"], a["mem"]) for a in first] == [("resubmitted", "1536M")]  # 1G x 1.5: still too small
+    assert [(a.kind, a.mem) for a in first if isinstance(a, Resubmitted)] == [("resubmitted", "1536M")]
+    assert len(first) == 1  # 1G x 1.5: still too small
     for _ in range(40):
         fake.advance(3)
         if tick(store, fake).done:
             break
     events = store.events()
-    assert [e["mem"] for e in events if e["event"] == "resubmitted"] == ["1536M", "2304M"]
+    assert [e.mem for e in events if isinstance(e, Resubmitted)] == ["1536M", "2304M"]
     state = store.state()
     latest = {t.job_id: t for t in fake.tasks.values()}
     for i in range(4):
@@ -200,4 +219,4 @@ def test_out_of_memory_at_the_cap_gives_up(tmp_path: Path) -> None:
     store = run(tmp_path, fake, RetryPolicy(oom_mem_factor=2, oom_mem_cap="1G"), mem="1G")
     fake.advance(5)
     actions = tick(store, fake).actions
-    assert {a["event"] for a in actions} == {"gave_up"} and "cap" in str(actions[0]["why"])
+    assert {a.kind for a in actions} == {"gave_up"} and "cap" in actions[0].why

@@ -15,10 +15,16 @@ from rich.console import Console
 from slurmflow import cli, views
 from slurmflow.backends import FakeSlurm
 from slurmflow.errors import ControllerUnavailable, SlurmError
+from slurmflow.events import ActionFailed, MonitorJob, RescheduleFailed, Rewired, TickFailed
 from slurmflow.model import Dependency, JobSpec, JobState, QueryResult, RetryPolicy
 from slurmflow.monitor import tick
 from slurmflow.store import RunStore
-from tests.component.test_monitor import flaky, run, states
+from tests.component.test_monitor import (
+    flaky,
+    run,
+    states,
+    typed_writes,  # noqa: F401 (autouse: every write typed)
+)
 
 
 @dataclass
@@ -62,18 +68,18 @@ def test_a_refused_step_of_a_rewire_is_an_event_and_a_later_tick_finishes_it(tmp
     fake.advance(5)
     assert fake.tasks[f"{j['eval.0']}_2"].state is JobState.CANCELLED  # revived by a rewire
     first = tick(store, fake)  # returns: the refusal does not end the tick
-    failed = [e for e in store.events() if e["event"] == "action_failed"]
-    assert [(e["task"], e["action"]) for e in failed] == [(f"{j['eval.0']}_2", "rewire")]
-    assert failed[0]["why"].startswith("scontrol ") and "Socket timed out" in failed[0]["why"]
-    assert "\n" not in failed[0]["why"]
+    failed = store.state().failures
+    assert [(e.task, e.action) for e in failed] == [(f"{j['eval.0']}_2", "rewire")]
+    assert failed[0].why.startswith("scontrol ") and "Socket timed out" in failed[0].why
+    assert "\n" not in failed[0].why
     # The other actions of the tick went on: the requeue, and the rewire of `final`.
-    assert {(a["event"], a["task"]) for a in first.actions} >= {
+    assert {(a.kind, a.task) for a in first.actions} >= {
         ("requeued", f"{j['train.0']}_2"),
         ("rewired", j["final"]),
         ("action_failed", f"{j['eval.0']}_2"),
     }
     assert not first.done
-    shown = [a for a in cli._campaign(store, fake).actions if a["event"] == "action_failed"]
+    shown = [a for a in cli._campaign(store, fake).actions if isinstance(a, ActionFailed)]
     assert len(shown) == 1 and "action_failed (rewire)" in rendered(store, fake)
     for _ in range(30):
         fake.advance(2)
@@ -81,7 +87,7 @@ def test_a_refused_step_of_a_rewire_is_an_event_and_a_later_tick_finishes_it(tmp
             break
     got = states(fake)
     assert all(s is JobState.COMPLETED for k, s in got.items() if "handler" not in k), got
-    rewired = [e["task"] for e in store.events() if e["event"] == "rewired"]
+    rewired = [e.task for e in store.events() if isinstance(e, Rewired)]
     assert rewired.count(f"{j['eval.0']}_2") == 1  # finished once, on a later tick
 
 
@@ -112,8 +118,9 @@ def test_a_monitor_job_whose_tick_raised_still_submits_its_successor(
     successors = [t for t in fake.tasks.values() if t.spec.name == "sf.m-1.monitor"]
     assert len(successors) == 1 and "--reschedule 5.0" in successors[0].spec.script
     events = store.events()
-    assert [e["event"] for e in events[-2:]] == ["tick_failed", "monitor_job"]
-    assert type(error).__name__ in events[-2]["why"] or "down" in events[-2]["why"]
+    failed, successor = events[-2:]
+    assert isinstance(failed, TickFailed) and isinstance(successor, MonitorJob)
+    assert type(error).__name__ in failed.why or "down" in failed.why
     assert "tick_failed" in rendered(store, fake)
 
 
@@ -124,9 +131,9 @@ def test_the_chain_ends_only_when_the_run_has(tmp_path: Path, monkeypatch: pytes
     links = 0
     for _ in range(30):
         fake.advance(2)
-        before = sum(1 for e in store.events() if e["event"] == "monitor_job")
+        before = len(store.state().monitor_jobs)
         assert cli.cmd_monitor(monitor_args(store), Console(file=io.StringIO())) == 0
-        after = sum(1 for e in store.events() if e["event"] == "monitor_job")
+        after = len(store.state().monitor_jobs)
         if after == before:
             break
         links += 1
@@ -160,7 +167,7 @@ def test_a_successor_refused_for_minutes_ends_the_chain_said_in_the_log(tmp_path
     assert link.successor is None and link.exit_code == 1
     assert len(pauses) > 5 and sum(pauses) <= monitor_job.PATIENCE_S and max(pauses) == monitor_job.MAX_BACKOFF_S
     last = store.events()[-1]
-    assert last["event"] == "reschedule_failed" and "Unable to contact slurm controller" in last["why"]
+    assert isinstance(last, RescheduleFailed) and "Unable to contact slurm controller" in last.why
 
 
 def test_a_successor_that_reached_slurm_is_found_not_submitted_twice(tmp_path: Path) -> None:

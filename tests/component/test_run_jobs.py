@@ -14,12 +14,16 @@ from rich.console import Console
 
 from slurmflow import cli
 from slurmflow.backends import FakeSlurm, Outcome
+from slurmflow.events import Cancelled
 from slurmflow.model import JobSpec, JobState, RetryPolicy
 from slurmflow.monitor import tick
 from slurmflow.policy import megabytes
 from slurmflow.retry import retry
 from slurmflow.store import RunStore
-from tests.component.test_monitor import run
+from tests.component.test_monitor import (
+    run,
+    typed_writes,  # noqa: F401 (autouse: every write typed)
+)
 
 
 def campaign(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FakeSlurm, RunStore, dict[str, str]]:
@@ -43,7 +47,7 @@ def campaign(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FakeSlurm, Run
     fake.advance(10)
     slow["yes"] = True
     first = tick(store, fake).actions
-    assert ("resubmitted", "train.0") in [(a["event"], a["node"]) for a in first]  # task 2, with 2 GB
+    assert ("resubmitted", "train.0") in [(a.kind, a.node) for a in first]  # task 2, with 2 GB
     assert list(retry(store, fake, stage=None, failed_only=False)) == ["train.0", "eval.0", "final"]
     cli._submit_monitor_job(store, fake, argparse.Namespace(interval=30, partition="cpu"), 1)
     fake.advance(2)
@@ -53,7 +57,7 @@ def campaign(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FakeSlurm, Run
         "train.0 (oom)": str(state.job_of("train.0", 2)),
         "eval.0 (retry)": str(state.job_of("eval.0", 1)),
         "final (retry)": str(state.job_of("final", None)),
-        "monitor": next(str(e["job_id"]) for e in store.events() if e["event"] == "monitor_job"),
+        "monitor": state.monitor_jobs[0],
     }
     originals = set(state.submitted.values())
     assert len(set(new.values())) == 5 and not originals & set(new.values())
@@ -83,7 +87,9 @@ def test_cancel_reaches_retried_resubmitted_and_monitor_jobs(tmp_path: Path, mon
     assert left == {}, left  # every live job of the run, the new ones and the monitor's included
     for what, job in new.items():
         assert JobState.CANCELLED in of_job(fake, job), what
-    assert store.events()[-1]["event"] == "cancelled"
+    last = store.events()[-1]
+    assert isinstance(last, Cancelled) and set(new.values()) <= set(last.job_ids)
+    assert store.state().cancelled == {"train.0", "eval.0", "final", "handler"}
 
 
 def test_cancel_stage_reaches_only_that_stage_and_its_retries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

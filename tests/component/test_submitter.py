@@ -19,9 +19,11 @@ from slurmflow.errors import (
     SubmissionRefused,
     UsageError,
 )
+from slurmflow.events import ControllerBusy, Refused, Submitted
 from slurmflow.launch import Prepared, prepare, submit_run, write_run
 from slurmflow.model import JobSpec, JobState
 from slurmflow.store import RunStore
+from tests.component.test_monitor import typed_writes  # noqa: F401 (autouse: every write typed)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -109,7 +111,7 @@ def test_crash_after_sbatch_then_resume_never_duplicates(
     assert len(state.intents) == 1 and len(state.submitted) == crash_at - 1  # the job exists, its id was lost
     ids = submit_run(store, fake, resume=True)
     assert len(ids) == 6 and set(jobs_per_name(fake).values()) == {1}
-    assert any(ev.get("reconciled") for ev in store.events())
+    assert any(isinstance(ev, Submitted) and ev.reconciled for ev in store.events())
     # A second resume is a no-op.
     submit_run(store, fake, resume=True)
     assert set(jobs_per_name(fake).values()) == {1}
@@ -215,7 +217,7 @@ def test_a_limit_refusal_stops_the_launch_resumably(
     assert refused.value.exit_code == 3 and refused.value.node == "train.0"
     state = store.state()
     assert list(state.submitted) == ["prep"] and "train.0" in state.intents
-    assert [e["why"] for e in store.events() if e["event"] == "refused"] == [
+    assert [e.why for e in store.events() if isinstance(e, Refused)] == [
         "submit limit" if isinstance(fault, PolicyViolation) else "MaxJobCount"
     ]
     ids = submit_run(store, fake, resume=True)
@@ -279,7 +281,7 @@ def test_a_restarting_controller_is_waited_for_with_backoff_and_nothing_doubles(
     ids = submit_run(store, Away(fake, 3, 4, created=created))
     assert len(ids) == 6 and set(jobs_per_name(fake).values()) == {1}
     assert waits == [1.0, 2.0, 4.0, 8.0]  # doubling, then it answered
-    assert [e["retry_in"] for e in store.events() if e["event"] == "controller_busy"] == waits
+    assert [e.retry_in for e in store.events() if isinstance(e, ControllerBusy)] == waits
 
 
 def test_a_controller_away_too_long_stops_the_launch_resumably(
