@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from slurmflow import __version__
+from slurmflow import __version__, cliargs
 from slurmflow.backends.local import LocalSlurm, detect_gpus
 from slurmflow.backends.slurm_cli import SlurmCLI
 from slurmflow.errors import CommandError, CommandNotFound, SlurmflowError, SlurmNotConfigured, UsageError
@@ -513,14 +513,16 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--via", metavar="COMMAND", default=None, help=f"prefix for Slurm commands (default: ${PREFIX_ENV})")
     p.add_argument(
         "--max-array-size",
-        type=int,
+        type=cliargs.whole(1),
         default=None,
         help="split arrays below the cluster's MaxArraySize (never above it)",
     )
-    p.add_argument("--local-gpus", type=int, default=None, help="GPU slots of the local backend (default: detected)")
+    p.add_argument(
+        "--local-gpus", type=cliargs.whole(0), default=None, help="GPU slots of the local backend (default: detected)"
+    )
     p.add_argument(
         "--max-tasks",
-        type=int,
+        type=cliargs.whole(1),
         default=int(os.environ["SLURMFLOW_MAX_TASKS"]) if os.environ.get("SLURMFLOW_MAX_TASKS", "").isdigit() else None,
         help="refuse a campaign of more tasks than this (default: $SLURMFLOW_MAX_TASKS; MaxJobCount always applies)",
     )
@@ -607,7 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(status)
     status.add_argument("--tasks", action="store_true", help="one row per task")
     status.add_argument("--watch", action="store_true", help="a live dashboard until the run ends")
-    status.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes with --watch")
+    status.add_argument("--interval", type=cliargs.seconds, default=5.0, help="seconds between refreshes with --watch")
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
     status.set_defaults(func=cmd_status)
 
@@ -642,8 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _run_args(monitor)
     monitor.add_argument("--once", action="store_true", help="one tick, then exit")
-    monitor.add_argument("--interval", type=float, default=30.0, help="seconds between ticks (default 30)")
-    monitor.add_argument("--max-interval", type=float, default=300.0, help="back-off ceiling while idle")
+    monitor.add_argument("--interval", type=cliargs.seconds, default=30.0, help="seconds between ticks (default 30)")
+    monitor.add_argument("--max-interval", type=cliargs.seconds, default=300.0, help="back-off ceiling while idle")
     monitor.add_argument("--json", action="store_true", help="one JSON object per action")
     monitor.add_argument(
         "--as-job",
@@ -651,7 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the monitor as a small Slurm job that resubmits itself until the run ends",
     )
     monitor.add_argument("--partition", default=None, help="partition of the --as-job monitor (default: cluster's)")
-    monitor.add_argument("--reschedule", type=float, default=None, help=argparse.SUPPRESS)
+    monitor.add_argument("--reschedule", type=cliargs.seconds, default=None, help=argparse.SUPPRESS)
     monitor.set_defaults(func=cmd_monitor)
 
     gpu = sub.add_parser(
@@ -675,7 +677,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     logs.add_argument("run", metavar="RUN", help="run id (in --runs-dir) or run directory")
     logs.add_argument("stage", metavar="STAGE")
-    logs.add_argument("task", metavar="TRIAL", type=int, nargs="?", help="trial index, for per-trial stages")
+    logs.add_argument(
+        "task", metavar="TRIAL", type=cliargs.whole(0), nargs="?", help="trial index, for per-trial stages"
+    )
     logs.add_argument("--runs-dir", default=os.environ.get(RUNS_ENV, "runs"), help="where run directories are")
     logs.set_defaults(func=cmd_logs)
     add_parsers(sub, make_backend)

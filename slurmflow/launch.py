@@ -7,6 +7,7 @@ import contextlib
 import getpass
 import importlib.metadata
 import importlib.util
+import os
 import platform
 import secrets
 import shlex
@@ -127,6 +128,17 @@ def new_run_id(name: str, now: float) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}-{secrets.token_hex(2)}"
 
 
+def check_runs_dir(runs_dir: Path) -> None:
+    """A runs directory a run can be created in, or a one-line UsageError (before anything is written)."""
+    probe = runs_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"--runs-dir {runs_dir}: {probe} is not a directory: name a directory (or a new path)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"--runs-dir {runs_dir}: {probe} is not writable by you: choose another directory")
+
+
 def write_run(
     prep: Prepared,
     runs_dir: Path,
@@ -138,6 +150,7 @@ def write_run(
 ) -> RunStore:
     now = clock()
     exp = prep.experiment
+    check_runs_dir(runs_dir)
     store = RunStore.create(runs_dir.resolve(), new_run_id(exp.name, now))
     store.snapshot_config(exp.config_dir, runs_dir=runs_dir)  # never the runs, wherever they are
     store.write_text("experiment.yaml", config.to_yaml(exp.config))

@@ -6,6 +6,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from slurmflow.units import time_hours
+
 
 class JobState(enum.Enum):
     """A Slurm job state, with its place in a job's life and whether it is final.
@@ -188,19 +190,8 @@ class Resources:
     extra: tuple[str, ...] = ()
 
     def hours(self) -> float | None:
-        """The time limit in hours, or None when the stage sets none."""
-        if self.time is None:
-            return None
-        days, _, rest = self.time.rpartition("-")
-        parts = [int(p) for p in rest.split(":")]
-        if days:  # D-H, D-H:M, D-H:M:S
-            h, m, s = [*parts, 0, 0][:3]
-            return int(days) * 24 + h + m / 60 + s / 3600
-        if len(parts) == 1:  # minutes
-            return parts[0] / 60
-        if len(parts) == 2:  # M:S
-            return parts[0] / 60 + parts[1] / 3600
-        return parts[0] + parts[1] / 60 + parts[2] / 3600
+        """The time limit in hours; None when the stage sets none or sets no limit (UNLIMITED)."""
+        return time_hours(self.time)
 
 
 @dataclass(frozen=True)
@@ -265,7 +256,8 @@ class Stage:
     """One step of an experiment: a command or a Python callable, once or once per trial."""
 
     name: str
-    command: str | None = None  # a command line, split like a shell would but never run by one
+    command: str | None = None  # a bash command line; every ${...} value is inserted as one quoted word
+    argv: tuple[str, ...] | None = None  # or an argument list run without a shell, one ${...} per word
     callable: str | None = None  # "package.module:function", submitted through submitit
     per_trial: bool = False
     deps: tuple[StageDep, ...] = ()

@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 
 from slurmflow.model import JobState, RetryPolicy
+from slurmflow.units import megabytes
 
 INFRA = frozenset({JobState.NODE_FAIL, JobState.BOOT_FAIL, JobState.PREEMPTED})
 
@@ -89,16 +90,6 @@ def _decide(task: Observed, retry: RetryPolicy, retries_done: int) -> Decision:
         return Decision(Act.RESUBMIT, f"OUT_OF_MEMORY: resubmitted with mem={bigger}", mem=bigger)
     code = "" if task.exit_code is None else f" with exit code {task.exit_code}"
     return Decision(Act.GIVE_UP, f"{state.name}{code}: the program's own failure is not retried (retry.exit_codes)")
-
-
-_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
-
-
-def megabytes(mem: str) -> int:
-    """'2G' -> 2048; a bare number is megabytes (man sbatch, --mem)."""
-    unit = mem[-1].upper() if mem[-1].isalpha() else "M"
-    number = mem[:-1] if mem[-1].isalpha() else mem
-    return max(1, int(float(number) * _UNITS[unit]))
 
 
 def scaled_mem(mem: str | None, factor: float, cap: str | None) -> str | None:

@@ -24,8 +24,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from slurmflow import schema
 from slurmflow.errors import UsageError
 from slurmflow.model import Plan
+from slurmflow.schema import QuotaAccountIn, QuotaFileIn, QuotaLimitsIn
 
 FIELDS = ("gpus", "gpu_hours", "max_running_jobs", "max_submit_jobs", "qos")
 # quota-file field -> sacctmgr option for an account's association, and for a user's.
@@ -39,7 +41,7 @@ OPTIONS: Mapping[str, tuple[str, str]] = {
 GPU_TRES = "gres/gpu"
 UNLIMITED = None
 SACCTMGR_FORMAT = "format=Cluster,Account,User,GrpTRES,GrpTRESMins,GrpJobs,GrpSubmitJobs,MaxJobs,MaxSubmitJobs,QOS"
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+\Z", re.ASCII)
 
 Value = int | tuple[str, ...] | None  # None: unlimited
 
@@ -72,43 +74,24 @@ class Change:
     wanted: Value
 
 
-def _count(value: object, where: str) -> int | None:
-    if value == "unlimited":
-        return UNLIMITED
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise UsageError(f"{where}: {value!r} must be a whole number >= 0, or unlimited")
-    if value < 0:
-        raise UsageError(f"{where}: {value} is negative: write a number >= 0, or unlimited to remove the limit")
-    return value
-
-
-def _limits(raw: object, where: str, *, users_allowed: bool) -> dict[str, Value]:
-    if not isinstance(raw, Mapping):
-        raise UsageError(f"{where}: expected a mapping of {', '.join(FIELDS)}")
-    known = set(FIELDS) | ({"users"} if users_allowed else set())
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise UsageError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(known))})")
+def _limits(raw: QuotaLimitsIn, where: str) -> dict[str, Value]:
+    """The fields a quota file entry manages, in Slurm's units (gpu_hours as GPU-minutes)."""
     out: dict[str, Value] = {}
     for name in FIELDS:
-        if name not in raw:
-            continue
-        if name == "qos":
-            qos = raw[name]
-            if isinstance(qos, str):
-                qos = [qos]
-            if not isinstance(qos, Sequence) or not qos or not all(isinstance(q, str) and _NAME.match(q) for q in qos):
+        value = getattr(raw, name)
+        if value is None:
+            continue  # not managed
+        if value == "unlimited":
+            out[name] = UNLIMITED
+        elif name == "qos":
+            qos = [value] if isinstance(value, str) else list(value)
+            if not qos or not all(_NAME.match(q) for q in qos):
                 raise UsageError(f"{where}.qos: expected a list of QOS names such as [normal]")
             out[name] = tuple(sorted(qos))
         elif name == "gpu_hours":
-            hours = raw[name]
-            if hours != "unlimited" and isinstance(hours, float) and hours >= 0:
-                out[name] = round(hours * 60)
-            else:
-                count = _count(hours, f"{where}.{name}")
-                out[name] = None if count is None else count * 60
+            out[name] = round(float(value) * 60)
         else:
-            out[name] = _count(raw[name], f"{where}.{name}")
+            out[name] = int(value)
     return out
 
 
@@ -116,24 +99,23 @@ def parse_file(doc: object) -> QuotaFile:
     """A quota file's content (parsed YAML) -> what it declares, or a one-line UsageError."""
     if not isinstance(doc, Mapping) or not isinstance(doc.get("accounts"), Mapping) or not doc["accounts"]:
         raise UsageError("quota file: expected a mapping with `accounts:` (see configs/quota/example.yaml)")
-    unknown = sorted(set(doc) - {"cluster", "accounts"})
-    if unknown:
-        raise UsageError(f"quota file: unknown field {unknown[0]!r} (known: accounts, cluster)")
+    top = schema.convert({**doc, "accounts": {}}, QuotaFileIn, "")
+    if top.cluster is not None and not _NAME.match(top.cluster):
+        raise UsageError(f"cluster: {top.cluster!r} is not a Slurm cluster name")
     wanted: dict[tuple[str, str], Mapping[str, Value]] = {}
-    for account, raw in doc["accounts"].items():
+    for account, body in doc["accounts"].items():
         where = f"accounts.{account}"
-        if not _NAME.match(str(account)):
+        if not isinstance(account, str) or not _NAME.match(account):
             raise UsageError(f"{where}: {account!r} is not a Slurm account name")
-        wanted[(str(account), "")] = _limits(raw or {}, where, users_allowed=True)
-        users = (raw or {}).get("users") or {}
-        if not isinstance(users, Mapping):
-            raise UsageError(f"{where}.users: expected a mapping of user name -> limits")
-        for user, limits in users.items():
-            if not _NAME.match(str(user)):
-                raise UsageError(f"{where}.users.{user}: {user!r} is not a user name")
-            wanted[(str(account), str(user))] = _limits(limits or {}, f"{where}.users.{user}", users_allowed=False)
-    cluster = doc.get("cluster")
-    return QuotaFile(None if cluster is None else str(cluster), wanted)
+        entry = schema.convert(body or {}, QuotaAccountIn, where)
+        wanted[(account, "")] = _limits(entry, where)
+        for user, limits in (entry.users or {}).items():
+            at = f"{where}.users.{user}"
+            if not isinstance(user, str) or not _NAME.match(user):
+                raise UsageError(f"{at}: {user!r} is not a user name")
+            parsed = schema.convert(limits or {}, QuotaLimitsIn, at)
+            wanted[(account, user)] = _limits(parsed, at)
+    return QuotaFile(top.cluster, wanted)
 
 
 def _tres(text: str, name: str = GPU_TRES) -> int | None:

@@ -6,11 +6,14 @@ function from argv to a result (replaying recorded Slurm output), the way a mock
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from slurmflow.errors import CommandError, CommandNotFound, CommandTimeout
@@ -131,15 +134,70 @@ class FunctionRunner:
         return done
 
 
+# Signals that stop a command go to its whole process group, as Slurm signals every process of a
+# job on scancel or at its time limit. Any other (a checkpoint warning: USR1, USR2, HUP) goes to
+# the program only: under bash, to bash and the commands it is running, never to their children,
+# which a warning would kill (default action) although they never asked for it: a data loader's
+# worker processes, say.
+_STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGKILL})
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, from /proc (Linux)."""
+    out: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.append(int(entry))
+    return out
+
+
 @dataclass
 class Child:
-    """A job's own command, running; what the task wrapper needs to forward signals and wait."""
+    """A job's own command, running in its own session and process group (its id is the child's
+    pid); what the task wrapper needs to forward signals and wait."""
 
     proc: subprocess.Popen[bytes]
     received: list[int] = field(default_factory=list)
+    shell: str | None = None  # the shell running the command line, if one does
+    ended: bool = False
+
+    def signal(self, signum: int) -> None:
+        """Send a signal: a stop signal to every process of the command, another to the program
+        (under the shell: the shell and the commands it runs), recording nothing."""
+        if self.ended:
+            return
+        if signum in _STOP_SIGNALS or not os.path.isdir("/proc"):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signum)
+            return
+        targets = [self.proc.pid]
+        with contextlib.suppress(OSError):
+            # Still the shell (not a program it exec'd): its commands are its children.
+            if self.shell and os.path.realpath(f"/proc/{self.proc.pid}/exe") == self.shell:
+                targets += _children(self.proc.pid)
+        for pid in targets:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+
+    def terminate(self) -> None:
+        self.signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
 
     def wait(self) -> int:
+        """Wait for the command; then kill what it left running in its process group, as Slurm
+        does when a batch script ends. 128 + N if it was killed by signal N."""
         code = self.proc.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.ended = True
         return 128 - code if code < 0 else code
 
 
@@ -150,23 +208,23 @@ def run_child(
     env: Mapping[str, str] | None = None,
     forward: Sequence[int] = (),
     on_signal: Callable[[Child, int], None] | None = None,
+    shell: bool = False,
 ) -> Child:
-    """Start a job's own command in the foreground (its output goes straight to Slurm's log) and
-    forward the given signals to it, recording them; `on_signal` runs after each forward.
-    Call `.wait()` for its exit status (128 + N if killed by signal N)."""
-    import signal
-
+    """Start a job's own command in the foreground (its output goes straight to Slurm's log), in a
+    new session so that its whole process group can be signalled, and forward the given signals to
+    it (`Child.signal`), recording them; `on_signal` runs after each forward. `shell`: argv[0] is a
+    shell running a command line. Call `.wait()` for its exit status (128 + N if killed by signal N)."""
     items = _check_argv(argv)
     try:
-        proc = subprocess.Popen(items, cwd=cwd, env=None if env is None else dict(env))
+        proc = subprocess.Popen(items, cwd=cwd, env=None if env is None else dict(env), start_new_session=True)
     except FileNotFoundError as exc:
         raise CommandNotFound(items, None, "", str(exc), note=f"{items[0]} not found on PATH") from exc
-    child = Child(proc)
+    child = Child(proc, shell=os.path.realpath(items[0]) if shell else None)
 
     def handler(signum: int, _frame: object) -> None:
         child.received.append(signum)
         if proc.poll() is None:
-            proc.send_signal(signum)
+            child.signal(signum)
         if on_signal is not None:
             on_signal(child, signum)
 

@@ -12,15 +12,13 @@ import re
 import shlex
 from collections.abc import Mapping
 
+from slurmflow import units
 from slurmflow.errors import UsageError
 from slurmflow.model import DepClause, Dependency, DepKind, JobNode, JobSpec, Stage
 
-_JOB_ID = re.compile(r"^\d+(_\d+)?$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Slurm's own time formats (man sbatch, --time): M, M:S, H:M:S, D-H, D-H:M, D-H:M:S.
-_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^UNLIMITED$|^INFINITE$")
-_MEM = re.compile(r"^\d+[KMGT]?$", re.IGNORECASE)
-_NAME = re.compile(r"^[A-Za-z0-9_.+@:-][A-Za-z0-9_.+@:=,-]*$")
+_JOB_ID = re.compile(r"^\d+(_\d+)?\Z", re.ASCII)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z", re.ASCII)
+_NAME = re.compile(r"^[A-Za-z0-9_.+@:-][A-Za-z0-9_.+@:=,-]*\Z", re.ASCII)
 
 
 def render_dependency(dep: Dependency) -> str:
@@ -74,9 +72,9 @@ def argv(spec: JobSpec, script_path: str | None = None) -> list[str]:
     if spec.cpus_per_task:
         out.append(f"--cpus-per-task={spec.cpus_per_task}")
     if spec.mem:
-        out.append(f"--mem={_checked('mem', spec.mem, _MEM, 'write a size such as 4G or 512M')}")
+        out.append(f"--mem={units.memory(spec.mem, 'mem')}")
     if spec.time:
-        out.append(f"--time={_checked('time', spec.time, _TIME, 'use M, H:M:S or D-H:M:S, e.g. 30:00')}")
+        out.append(f"--time={units.time_limit(spec.time, 'time')}")
     if spec.array:
         out.append(f"--array={spec.array}")
     if spec.dependency:

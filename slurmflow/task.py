@@ -1,8 +1,24 @@
 """The in-job wrapper: `python -m slurmflow.task RUN_DIR NODE_KEY`, the body of every script.
 
 It finds its trial from the manifest and its array index (plus the chunk's offset), composes the
-trial's config from the run's snapshot of the config directory, resolves the stage command into an
-argv list, runs it without a shell, and records the outcome in the trial directory.
+trial's config from the run's snapshot of the config directory, resolves the stage's command
+(`trialcfg.stage_argv`), runs it, and records the outcome in the trial directory.
+
+A `command:` is a bash line, run as `bash -c`, as an sbatch script would run it: `&&`, `|`, `>`,
+`cd`, `$SLURM_ARRAY_TASK_ID` work, and each ${...} value arrives as one quoted word. Its exit
+status is bash's: the line's last command, without `set -e` or `pipefail`, as in an sbatch script
+(a line that wants them starts with `set -euo pipefail;`). An `argv:` list runs without a shell.
+
+`python` is the interpreter slurmflow runs under: its directory leads PATH. That reaches `python`
+wherever the line names it (after `cd x &&`, in a pipe, under `xargs` or `srun`, in a
+`#!/usr/bin/env python` script), which no alias or shell function would; a line that activates
+another environment gets that environment's `python`, as it would expect.
+
+Signals: the command runs in its own session. SIGTERM and SIGINT (scancel, the time limit, ^C)
+go to its whole process group; the checkpoint warning (USR1, USR2 or HUP) goes to bash and the
+commands it is running, not to their own children (a data loader's workers would die of it), and
+bash outlives it (trialcfg.SHELL_PREAMBLE), so a program checkpoints before bash exits. When the
+line ends, whatever it left running is killed, as Slurm does when a batch script ends.
 """
 
 from __future__ import annotations
@@ -23,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from slurmflow import trialcfg
-from slurmflow.errors import SlurmflowError
+from slurmflow.errors import SlurmflowError, UsageError
+from slurmflow.events import GpuIdle
 from slurmflow.model import Plan, Stage
 from slurmflow.runner import Child, SubprocessRunner, run_child
 from slurmflow.store import RunStore
@@ -77,7 +94,8 @@ def prepare(store: RunStore, key: str, array_index: int | None, plan: Plan | Non
     cfg = _trial_config(store, launch, index, overrides)
     cfg_path = workdir / (f"{stage.name}.config.yaml" if not node.array else "config.yaml")
     cfg_path.write_text(OmegaConf.to_yaml(cfg))
-    # `python` in a stage command is the interpreter slurmflow runs under (its venv on the cluster).
+    # `python` in a stage command is the interpreter slurmflow runs under (its venv on the cluster):
+    # see the module docstring.
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
     env.update(
         SLURMFLOW_RUN_DIR=str(store.root),
@@ -151,8 +169,7 @@ class GpuWatch:
         rule = self.p.stage.gpu_idle
         assert rule is not None
         me = _my_job_id() or self.p.node
-        event = {"event": "gpu_idle", "task": me, "node": self.p.node, "action": rule.action, "why": why}
-        self.p.store.append({**event, "t": time.time()})
+        self.p.store.append(GpuIdle(task=me, node=self.p.node, action=rule.action, why=why, t=time.time()))
         if rule.action != "cancel":
             gpu.note(f"GPU idle: {why} (warning only)")
             return
@@ -162,7 +179,7 @@ class GpuWatch:
         if child is None:  # a callable runs in this very process: cancelling the task stops it
             self.cancel_self()
         elif child.proc.poll() is None:
-            child.proc.terminate()
+            child.terminate()
             timer = threading.Timer(30, _kill_if_running, (child,))
             timer.daemon = True
             timer.start()
@@ -194,7 +211,7 @@ class GpuWatch:
 
 def _kill_if_running(child: Child) -> None:
     if child.proc.poll() is None:
-        child.proc.kill()
+        child.kill()
 
 
 def _finish(p: Prepared, code: int, result: object = None) -> None:
@@ -245,10 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     p = prepare(store, args[1], array_index, plan)
     try:
-        if p.stage.command is None:
-            raise SlurmflowError(f"stage {p.stage.name} has no command")
-        words = trialcfg.command_argv(p.stage.command, p.cfg)
-        code, requeued = _run_command(p, words)
+        code, requeued = _run_command(p, _stage_argv(p))
     except SlurmflowError as exc:
         print(f"slurmflow task: {exc}", file=sys.stderr)
         code, requeued = 2, False
@@ -260,6 +274,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     _finish(p, code)
     return code
+
+
+def _stage_argv(p: Prepared) -> list[str]:
+    stage = p.stage
+    field = "argv" if stage.argv is not None else "command"
+    try:
+        return trialcfg.stage_argv(stage.command, stage.argv, p.cfg)
+    except UsageError as exc:
+        raise UsageError(f"stages.{stage.name}.{field}: {exc}") from exc
 
 
 def _run_command(p: Prepared, words: list[str]) -> tuple[int, bool]:
@@ -276,13 +299,14 @@ def _run_command(p: Prepared, words: list[str]) -> tuple[int, bool]:
 
             def stop_if_running() -> None:
                 if child.proc.poll() is None:
-                    child.proc.terminate()
+                    child.terminate()
 
             timer = threading.Timer(cp.grace, stop_if_running)
             timer.daemon = True
             timer.start()
 
-    child = run_child(words, cwd=p.cwd, env=p.env, forward=sorted(forward), on_signal=on_signal)
+    shell = p.stage.argv is None
+    child = run_child(words, cwd=p.cwd, env=p.env, forward=sorted(forward), on_signal=on_signal, shell=shell)
     watch = GpuWatch(p).start(child)
     try:
         code = child.wait()

@@ -186,7 +186,7 @@ def test_retry_failed_only_leaves_cancelled_tasks(tmp_path: Path) -> None:
 
 def needs_2g(spec: JobSpec, index: int | None, restarts: int) -> Outcome:
     """Training runs out of memory below 2 GB."""
-    from slurmflow.policy import megabytes
+    from slurmflow.units import megabytes
 
     if spec.name.endswith(".train.0") and megabytes(spec.mem or "1M") < 2048:
         return Outcome(0, 2, state=JobState.OUT_OF_MEMORY)

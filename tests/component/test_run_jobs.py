@@ -17,9 +17,9 @@ from slurmflow.backends import FakeSlurm, Outcome
 from slurmflow.events import Cancelled
 from slurmflow.model import JobSpec, JobState, RetryPolicy
 from slurmflow.monitor import tick
-from slurmflow.policy import megabytes
 from slurmflow.retry import retry
 from slurmflow.store import RunStore
+from slurmflow.units import megabytes
 from tests.component.test_monitor import (
     run,
     typed_writes,  # noqa: F401 (autouse: every write typed)

@@ -255,12 +255,13 @@ def test_hostile_values_reach_the_job_as_one_literal_argument(mini_cluster: str,
         "python -c \"import os, sys; open(os.environ['SLURMFLOW_TRIAL_DIR'] + '/word', 'w').write(sys.argv[1])\" ${word}",
     )
     (workdir / "configs" / "experiment" / "hostile.yaml").write_text(exp.replace("name: chunks", "name: hostile"))
-    value = "a b 'c' \"d\" * ~ \\ # % {x}"
+    value = "a b 'c' \"d\" * ~ \\ # % {x}; $(touch pwned) `id` && |"
     hydra_value = value.replace("'", "\\'")  # Hydra's quoted strings escape only quotes
     doc = launch_json(mini_cluster, workdir, "experiment=hostile", f"word='{hydra_value}'")
     wait_final(mini_cluster, list(doc["nodes"].values()))
     (word,) = Path(str(doc["run_dir"])).glob("trials/*/word")
     assert word.read_text() == value
+    assert not list(workdir.rglob("pwned")) and not list(Path(str(doc["run_dir"])).rglob("pwned"))
 
 
 @pytest.mark.parametrize(
@@ -274,7 +275,8 @@ def test_hostile_values_reach_the_job_as_one_literal_argument(mini_cluster: str,
         (["stages.train.after_ok=[nosuch]"], "unknown stage 'nosuch'"),
         (["+stages.prep.after_ok=[report]"], "dependency cycle"),
         (["seed=range(0)"], "yields no values"),
-        (["model.lr='0.1; reboot'"], "shell control characters"),
+        (["stages.train.per_trial='false'"], "stages.train.per_trial: expected true or false"),
+        (["stages.train.resources.time=0", "stages.train.resources.gpus=1.5"], "gpus: expected a whole number"),
         (["modle.lr=0.1"], "no such key"),
     ],
 )

@@ -54,7 +54,8 @@ def test_no_requeue_jobs_are_given_up_not_requeued() -> None:
 
 
 def test_out_of_memory_bump() -> None:
-    from slurmflow.policy import megabytes, scaled_mem
+    from slurmflow.policy import scaled_mem
+    from slurmflow.units import megabytes
 
     retry = RetryPolicy(oom_mem_factor=2, oom_mem_cap="6G")
     d = decide(Observed(JobState.OUT_OF_MEMORY, mem="2G"), retry, 0)

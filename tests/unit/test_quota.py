@@ -41,8 +41,11 @@ def test_quota_file_declares_only_what_it_names() -> None:
 @pytest.mark.parametrize(
     ("doc", "needle"),
     [
-        ({"accounts": {"lab-a": {"gpus": -1}}}, "accounts.lab-a.gpus: -1 is negative"),
-        ({"accounts": {"lab-a": {"gpus": "two"}}}, "must be a whole number >= 0, or unlimited"),
+        (
+            {"accounts": {"lab-a": {"gpus": -1}}},
+            "accounts.lab-a.gpus: expected a whole number from 0 to 4294967294 or unlimited .got -1.",
+        ),
+        ({"accounts": {"lab-a": {"gpus": "two"}}}, "expected a whole number from 0 to 4294967294 or unlimited"),
         ({"accounts": {"lab-a": {"gpu": 2}}}, "unknown field 'gpu'"),
         (
             {"accounts": {"lab-a": {"users": {"alice": {"users": {}}}}}},

@@ -54,6 +54,10 @@ def test_every_trial_equals_hydras_composition(cfgdir: Path, tmp_path: Path, ove
         assert OmegaConf.to_container(fast) == OmegaConf.to_container(composed), trial
         assert OmegaConf.to_yaml(fast) == OmegaConf.to_yaml(composed)
         assert OmegaConf.is_struct(fast) == OmegaConf.is_struct(composed)
+        for stage in exp.stages.values():  # and so does every command line the job runs
+            if stage.command is not None:
+                line = trialcfg.stage_argv(stage.command, None, fast)
+                assert line == trialcfg.stage_argv(stage.command, None, composed), stage.name
 
 
 def test_a_sweep_over_a_config_group_keeps_composing(cfgdir: Path) -> None:
@@ -70,6 +74,13 @@ def test_trial_index_to_values_in_multirun_order() -> None:
     assert got[0] == [("a", 1), ("b", "x")] and got[2] == [("a", 1), ("b", "z")] and got[3] == [("a", 2), ("b", "x")]
     with pytest.raises(ValueError, match="outside"):
         trialcfg.trial_values(axes, 6)
+
+
+def test_a_trials_command_line_quotes_its_values() -> None:
+    cfg = OmegaConf.create({"model": {"lr": 0.3}, "note": "c d", "data": {"path": "/d/${seed}"}, "seed": 1})
+    argv = trialcfg.stage_argv("echo ${model.lr} ${note} ${data.path}", None, cfg)
+    assert argv[1:] == ["-c", trialcfg.SHELL_PREAMBLE + "echo '0.3' 'c d' '/d/1'"]
+    assert trialcfg.stage_argv(None, ["echo", "${note}", "x${seed}"], cfg) == ["echo", "c d", "x1"]
 
 
 def test_values_that_json_would_change_are_not_taken_on_trust() -> None:
