@@ -24,6 +24,7 @@ from slurmflow.errors import (
 )
 from slurmflow.events import ControllerBusy, ControllerGone, Intent, LaunchComplete, Refused, Skipped, Submitted
 from slurmflow.model import DepKind, JobInfo, JobNode, JobSpec, JobState, Plan
+from slurmflow.runstate import RunState
 from slurmflow.store import RunStore
 
 Progress = Callable[[JobNode, str], None]
@@ -126,6 +127,18 @@ def _outcome(tasks: list[JobInfo]) -> str:
     return "ok" if all(t.state is JobState.COMPLETED for t in tasks) else "failed"
 
 
+def _current_tasks(node: JobNode, state: RunState, by_id: Mapping[str, JobInfo]) -> list[JobInfo]:
+    """Each task of a node as its current job reports it; empty while any is unknown to Slurm."""
+    out = []
+    for task in range(node.size) if node.array else [None]:
+        job = state.job_of(node.key, task)
+        info = by_id.get(f"{job}_{task}" if task is not None else str(job))
+        if info is None:
+            return []
+        out.append(info)
+    return out
+
+
 def _resolve_finished_parents(
     node: JobNode, outcomes: Mapping[str, str], skipped: set[str]
 ) -> tuple[frozenset[str], bool]:
@@ -175,12 +188,10 @@ def submit(
         state = store.state()
     outcomes: dict[str, str] = {}
     if resume and state.submitted:
-        # One batched query for everything already in Slurm.
-        result = backend.query(sorted(set(state.submitted.values()), key=int))
-        by_base: dict[str, list[JobInfo]] = {}
-        for job in result.jobs:
-            by_base.setdefault(job.base_id, []).append(job)
-        outcomes = {key: _outcome(by_base.get(job_id, [])) for key, job_id in state.submitted.items()}
+        # One batched query for the jobs that hold the run's tasks now: a task the monitor
+        # resubmitted (out of memory) or `slurmflow retry` moved is judged by its new job.
+        by_id = backend.query(state.jobs(plan, holding=True)).by_id()
+        outcomes = {n.key: _outcome(_current_tasks(n, state, by_id)) for n in plan.nodes if n.key in state.submitted}
     ids = dict(state.submitted)
     skipped = set(state.skipped)
     for node in plan.nodes:

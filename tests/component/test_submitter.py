@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from slurmflow.backends import FakeSlurm
+from slurmflow.backends.fake import Outcome
 from slurmflow.errors import (
     ControllerFull,
     ControllerUnavailable,
@@ -22,7 +23,9 @@ from slurmflow.errors import (
 from slurmflow.events import ControllerBusy, Refused, Submitted
 from slurmflow.launch import Prepared, prepare, submit_run, write_run
 from slurmflow.model import JobSpec, JobState
+from slurmflow.monitor import tick
 from slurmflow.store import RunStore
+from slurmflow.units import megabytes
 from tests.component.test_monitor import typed_writes  # noqa: F401 (autouse: every write typed)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -136,6 +139,34 @@ def test_resume_after_parents_finished_drops_or_skips_edges(prepared: tuple[Prep
     assert report.dependency is None and report.state is JobState.RUNNING  # afterany on an ended eval: satisfied
     assert "on_failure" not in ids  # afternotok on a train that succeeded: can never run
     assert "on_failure" in store.state().skipped
+
+
+def test_resume_judges_a_parent_by_the_jobs_that_hold_its_tasks_now(tmp_path: Path) -> None:
+    """A launch is interrupted; meanwhile a training task runs out of memory and the monitor
+    resubmits it with more, and it succeeds. Resume must see train as succeeded (its tasks' current
+    jobs), not failed (the original job's record): the failure handler never runs."""
+
+    def program(spec: JobSpec, index: int | None, restarts: int) -> Outcome:
+        if ".train." in spec.name and index == 1 and megabytes(spec.mem or "1M") < 2048:
+            return Outcome(0, 2, state=JobState.OUT_OF_MEMORY)
+        return Outcome(0, 2)
+
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    fake = FakeSlurm(program=program)
+    oom = "+stages.train.retry={oom_mem_factor: 2, oom_mem_cap: 4G}"
+    prep = prepare(tmp_path / "configs", "config", [oom], fake.cluster_info())
+    store = new_run(prep, tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        submit_run(store, Faulty(fake, 3, KeyboardInterrupt()))  # prep, train, eval in Slurm; the rest not
+    fake.advance(10)
+    assert [a.kind for a in tick(store, fake).actions].count("resubmitted") == 1
+    fake.advance(600)  # everything ends, the resubmitted task included
+    train = next(n for n in prep.plan.nodes if n.stage == "train")
+    state = store.state()
+    assert fake.tasks[f"{state.job_of(train.key, 1)}_1"].state is JobState.COMPLETED
+    ids = submit_run(store, fake, resume=True)
+    assert "on_failure" not in ids and "on_failure" in store.state().skipped
+    assert fake.tasks[ids["report"]].state is JobState.RUNNING
 
 
 def test_second_submitter_is_refused(prepared: tuple[Prepared, FakeSlurm, Path]) -> None:
