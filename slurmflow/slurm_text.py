@@ -309,6 +309,12 @@ def _sort_key(j: JobInfo) -> tuple[int, int]:
 # --- scontrol show config -----------------------------------------------------------------------
 
 
+def config_complete(stdout: str) -> bool:
+    """Whether `scontrol show config` printed the whole configuration (its last section, the
+    controllers' ping, may still say DOWN: see SlurmCLI.config)."""
+    return stdout.startswith("Configuration data as of") and "MaxJobCount" in stdout and "MaxArraySize" in stdout
+
+
 def parse_config(stdout: str) -> ClusterConfig:
     raw: dict[str, str] = {}
     for line in stdout.splitlines():

@@ -166,7 +166,16 @@ class SlurmCLI:
         self._run(["scontrol", "update", f"JobId={job_id}", "ExcNodeList=" + ",".join(nodes)])
 
     def config(self) -> ClusterConfig:
-        return slurm_text.parse_config(self._run(["scontrol", "show", "config"]).stdout)
+        try:
+            out = self._run(["scontrol", "show", "config"]).stdout
+        except SlurmError as exc:
+            # scontrol prints the configuration, then pings the controller in a second RPC. Under
+            # RPC rate limiting (SlurmctldParameters=rl_enable) that ping is refused: it prints
+            # "Slurmctld(primary) at HOST is DOWN" and exits 1 after a complete configuration.
+            if not slurm_text.config_complete(exc.stdout):
+                raise
+            out = exc.stdout
+        return slurm_text.parse_config(out)
 
     def nodes(self) -> list[dict[str, str | int]]:
         return slurm_text.parse_sinfo(self._run(slurm_text.SINFO_ARGV).stdout)

@@ -123,6 +123,19 @@ def test_config_and_nodes() -> None:
     assert sum(int(n["gpus"]) for n in backend.nodes()) == 8
 
 
+def test_config_under_rpc_rate_limiting_is_read_from_the_complete_output() -> None:
+    """Recorded with SlurmctldParameters=rl_enable: scontrol printed the whole configuration, then
+    its ping of the controller was refused ("... is DOWN"), exit 1."""
+    limited = recorded("scontrol_show_config_rate_limited.txt")
+    assert limited.rstrip().endswith("is DOWN")
+    backend = SlurmCLI(FunctionRunner(lambda argv, stdin: (1, limited, "")))
+    assert backend.config().max_array_size == 1001
+    # A controller that is really away prints no configuration: that stays an error.
+    away = "slurm_load_ctl_conf error: Unable to contact slurm controller (connect failure)\n"
+    with pytest.raises(SlurmError):
+        SlurmCLI(FunctionRunner(lambda argv, stdin: (1, "", away))).config()
+
+
 def test_submit_creates_the_log_directory_private_first(tmp_path: Path) -> None:
     """Slurm before 23.02 never creates a missing --output directory: the job would die 0:53."""
     seen: list[bool] = []
