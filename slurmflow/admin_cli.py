@@ -27,16 +27,27 @@ if TYPE_CHECKING:
 def _load(path: str) -> quota.QuotaFile:
     import yaml
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     if not Path(path).is_file():
         raise UsageError(f"quota file {path}: no such file")
     try:
         raw = OmegaConf.load(path)
+        doc = OmegaConf.to_container(raw, resolve=True)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise UsageError(f"quota file {path}{where}: malformed YAML: {getattr(exc, 'problem', exc)}") from exc
-    return quota.parse_file(OmegaConf.to_container(raw, resolve=True))
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UsageError(f"quota file {path}{where}: malformed YAML: {problem}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"quota file {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError:  # OmegaConf's answer to a file holding a number or a string
+        raise UsageError(f"quota file {path}: expected a mapping with `accounts:`") from None
+    except OmegaConfBaseException as exc:
+        raise UsageError(f"quota file {path}: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise UsageError(f"quota file {path}: nested too deeply (or a YAML alias refers to itself)") from None
+    return quota.parse_file(doc)
 
 
 def _changes_table(changes: Sequence[quota.Change]) -> Table:

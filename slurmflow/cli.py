@@ -718,7 +718,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"slurmflow: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except SlurmflowError as exc:
-        print(f"slurmflow: error: {exc}", file=sys.stderr)
+        # One line, whatever a value quoted in the message holds (a name with a line break).
+        text = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+        print(f"slurmflow: error: {text}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("slurmflow: interrupted", file=sys.stderr)

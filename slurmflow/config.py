@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Glob, Override, QuotedString, Transformer, ValueType
+from hydra.core.override_parser.types import Glob, Override, QuotedString, Sweep, Transformer, ValueType
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
@@ -67,11 +67,20 @@ def parse_overrides(overrides: Sequence[str]) -> list[Override]:
 
 def _override_error(line: str, exc: OverrideParseException) -> str:
     key, eq, value = line.partition("=")
-    if eq and any(ord(c) > 127 for c in value) and not value.strip().startswith(("'", '"')):
-        return f"override {line!r}: Hydra reads non-ASCII text only in quotes: write {key}='{value}'"
     if not eq and not line.startswith("~"):
         return f"override {line!r}: expected key=value (or +key=value, ~key)"
-    return f"override {line!r}: {_one_line(exc)} (Hydra's override grammar; quote values with spaces or commas)"
+    if not re.fullmatch(r"[+~]{0,2}[\w.@/-]+", key, re.ASCII):
+        return f"override {line!r}: {key!r} is not a config key (letters, digits, _ and . between names)"
+    if "\n" in value or "\r" in value:
+        return f"override {line!r}: the value holds a line break; put it in the config file instead"
+    if any(ord(c) > 127 for c in value) and not value.strip().startswith(("'", '"')):
+        return f"override {line!r}: Hydra reads non-ASCII text only in quotes: write {key}='{value}'"
+    # Hydra's message without the name of its parser's exception class.
+    said = re.sub(r"^\w+(Exception|Error): ", "", _one_line(exc))
+    return (
+        f"override {line!r}: not valid in Hydra's override grammar ({said}); "
+        "quote a value holding spaces, commas or symbols"
+    )
 
 
 def hydra_value(value: Any) -> str:
@@ -115,12 +124,23 @@ def _axis(ov: Override, config_dir: Path) -> Axis:
         # One pass (a shuffle() sweep must give the strings and the typed values in one order):
         # the strings go into trials' overrides, the values as Hydra types them (0.3, 'a b', [1, 2])
         # are what the job sets (trialcfg.py).
-        elements = list(ov.sweep_iterator())
+        try:
+            elements = list(ov.sweep_iterator())
+        except ValueError as exc:  # range(0, 3, 0)
+            raise UsageError(f"sweep {key}: {_one_line(exc)}") from None
+        if any(isinstance(e, Sweep) for e in elements):
+            raise UsageError(
+                f"sweep {key}: a range() or choice() cannot be one value among others: sweep one or list values"
+            )
         values = [Transformer.str(e) for e in elements]
         typed = None if group else tuple(_plain(e) for e in elements)
     if not values:
         raise UsageError(f"sweep {key}: yields no values; give at least one")
-    return Axis(key, tuple(values), group, typed)
+    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if twice is not None:
+        raise UsageError(f"sweep {key}: the value {twice} is given twice: two trials would be the same one")
+    prefix = "++" if ov.is_force_add() else "+" if ov.is_add() else ""
+    return Axis(key, tuple(values), group, typed, prefix)
 
 
 def _plain(value: Any) -> Any:
@@ -141,9 +161,14 @@ def _compose(config_dir: Path, config_name: str, overrides: Sequence[str]) -> Di
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = _one_line(exc) if getattr(exc, "problem", None) is None else str(exc.problem)  # type: ignore[attr-defined]
+        raise UsageError(f"malformed YAML in {config_dir}{where}: {problem}; fix the file") from None
+    except RecursionError:
+        raise UsageError(f"a config file in {config_dir} is nested too deeply: flatten it") from None
+    except UnicodeDecodeError as exc:
         raise UsageError(
-            f"malformed YAML in {config_dir}{where}: {getattr(exc, 'problem', exc)}; fix the file"
-        ) from exc
+            f"a config file in {config_dir} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     except MissingConfigException as exc:
         missing = exc.missing_cfg_file or ""
         if missing == config_name or not exc.options:
@@ -260,7 +285,7 @@ def load(config_dir: Path, config_name: str, overrides: Sequence[str]) -> Experi
     }
     name = raw.get("name") or config_name
     if not isinstance(name, str) or not NAME.match(unicodedata.normalize("NFC", name)) or not name.isascii():
-        raise UsageError(f"name: {name!r} must use letters, digits, _ and -, starting with a letter")
+        raise UsageError(f"name: {name!r} must be up to 64 letters, digits, _ and -, starting with a letter")
     return Experiment(name, config_dir, config_name, tuple(b for b in base if b), axes, stages, cfg)
 
 

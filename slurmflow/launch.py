@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import importlib.machinery
 import importlib.metadata
 import importlib.util
 import os
@@ -74,15 +75,23 @@ def _check_callable(stage: str, target: str, cwd: Path) -> None:
     """The module must be importable from the launch directory (jobs run from there); it is
     located, not imported: importing user code at plan time could have side effects."""
     module = target.partition(":")[0]
-    sys.path.insert(0, str(cwd))
-    try:
-        found = importlib.util.find_spec(module)
-    except ModuleNotFoundError:
-        found = None
-    finally:
-        sys.path.remove(str(cwd))
+    found = _locate(module, [str(cwd), *sys.path])
     if found is None:
         raise UsageError(f"stages.{stage}.callable: no module {module!r} importable from {cwd}: check the name")
+
+
+def _locate(module: str, path: Sequence[str]) -> importlib.machinery.ModuleSpec | None:
+    """A module's spec found on `path` package by package, never executing a package's
+    __init__ (importlib.util.find_spec imports the parents of a dotted name)."""
+    parts = module.split(".")
+    if parts[0] in sys.builtin_module_names:
+        return importlib.util.find_spec(parts[0]) if len(parts) == 1 else None
+    spec = importlib.machinery.PathFinder.find_spec(parts[0], list(path))
+    for i in range(1, len(parts)):
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[: i + 1]), list(spec.submodule_search_locations))
+    return spec
 
 
 def _git(cwd: Path) -> dict[str, Any]:

@@ -107,13 +107,13 @@ def parse_file(doc: object) -> QuotaFile:
         where = f"accounts.{account}"
         if not isinstance(account, str) or not _NAME.match(account):
             raise UsageError(f"{where}: {account!r} is not a Slurm account name")
-        entry = schema.convert(body or {}, QuotaAccountIn, where)
+        entry = schema.convert({} if body is None else body, QuotaAccountIn, where)
         wanted[(account, "")] = _limits(entry, where)
         for user, limits in (entry.users or {}).items():
             at = f"{where}.users.{user}"
             if not isinstance(user, str) or not _NAME.match(user):
                 raise UsageError(f"{at}: {user!r} is not a user name")
-            parsed = schema.convert(limits or {}, QuotaLimitsIn, at)
+            parsed = schema.convert({} if limits is None else limits, QuotaLimitsIn, at)
             wanted[(account, user)] = _limits(parsed, at)
     return QuotaFile(top.cluster, wanted)
 

@@ -23,7 +23,7 @@ DEP_FIELDS = {
     "after_corr": DepKind.AFTER_CORR,
 }
 STAGE_FIELDS = schema.field_names(StageIn)
-NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*\Z", re.ASCII)
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}\Z", re.ASCII)  # names go into job names and paths
 _SLURM_NAME = re.compile(r"^[A-Za-z0-9_.-]+\Z", re.ASCII)
 _CONSTRAINT = re.compile(r"^[A-Za-z0-9_.,:&|!*\[\]()-]+\Z", re.ASCII)
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*\Z", re.ASCII)
@@ -163,7 +163,9 @@ def parse_stage(name: str, body: object) -> Stage:
     """One stage as the user wrote it (plain YAML data) -> a model Stage, or a one-line UsageError."""
     where = f"stages.{name}"
     if not NAME.match(name):
-        raise UsageError(f"{where}: stage names use letters, digits, _ and -, starting with a letter")
+        raise UsageError(
+            f"stages: {name!r} is not a stage name: use up to 64 letters, digits, _ and -, starting with a letter"
+        )
     if not isinstance(body, dict):
         raise UsageError(f"{where}: expected a mapping with a command (or argv, or a callable)")
     raw = schema.convert(body, StageIn, where)

@@ -21,6 +21,10 @@ class Axis:
     group: bool = False  # a config-group choice (model=resnet), not a value
     # The same values as Hydra's grammar types them (0.3, 'a b', [1, 2]); None for a group.
     typed: tuple[Any, ...] | None = None
+    prefix: str = ""  # "+" for a key the sweep adds (`+new=a,b`): each trial's override adds it
+
+    def override(self, value: str) -> str:
+        return f"{self.prefix}{self.key}={value}"
 
 
 def trial_id(overrides: Sequence[str]) -> str:
@@ -38,9 +42,8 @@ def count(axes: Sequence[Axis]) -> int:
 
 def expand(axes: Sequence[Axis]) -> Iterator[Trial]:
     """The cartesian product in Hydra's --multirun order: the last axis varies fastest."""
-    keys = [a.key for a in axes]
     for index, combo in enumerate(itertools.product(*(a.values for a in axes))):
-        overrides = tuple(f"{k}={v}" for k, v in zip(keys, combo, strict=True))
+        overrides = tuple(a.override(v) for a, v in zip(axes, combo, strict=True))
         yield Trial(index, trial_id(overrides), overrides)
 
 
@@ -48,8 +51,8 @@ def representatives(axes: Sequence[Axis]) -> list[tuple[str, ...]]:
     """One override set per distinct combination of config-group choices, every other axis at its
     first value: composing these validates the whole sweep without composing every trial."""
     group_axes = [a for a in axes if a.group]
-    firsts = tuple(f"{a.key}={a.values[0]}" for a in axes if not a.group)
+    firsts = tuple(a.override(a.values[0]) for a in axes if not a.group)
     if not group_axes:
         return [firsts]
     combos = itertools.product(*(a.values for a in group_axes))
-    return [tuple(f"{a.key}={v}" for a, v in zip(group_axes, c, strict=True)) + firsts for c in combos]
+    return [tuple(a.override(v) for a, v in zip(group_axes, c, strict=True)) + firsts for c in combos]

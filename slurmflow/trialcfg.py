@@ -146,7 +146,8 @@ def _word(word: str, cfg: DictConfig) -> str:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    # OmegaConf names the Python exception a resolver raised; the user needs only what it said.
+    return re.sub(r"^\w+ raised while resolving interpolation: ", "", text[0]) if text else "cannot resolve"
 
 
 def _pieces(template: str) -> list[tuple[bool, str]]:

@@ -43,7 +43,7 @@ def time_limit(value: object, where: str) -> str:
     sbatch reads it), 0 / 'UNLIMITED' -> 'UNLIMITED'. Raises UsageError naming `where`."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise UsageError(f"{where}: {value!r} is not a time limit: {_TIME_FORMS}")
-    text = str(value).strip()
+    text = str(value)
     if text.lower() in _NO_LIMIT:
         return UNLIMITED
     if _SLURM_TIME.match(text):
@@ -60,9 +60,9 @@ def time_limit(value: object, where: str) -> str:
 
 def time_hours(text: str | None) -> float | None:
     """A Slurm time limit in hours; None for no limit (unset or UNLIMITED)."""
-    if text is None or text.strip().lower() in _NO_LIMIT:
+    if text is None or text.lower() in _NO_LIMIT:
         return None
-    m = _SLURM_TIME.match(text.strip())
+    m = _SLURM_TIME.match(text)
     if not m:
         raise ValueError(f"not a Slurm time limit: {text!r}")
     days, first, second, third = m.groups()
@@ -85,7 +85,7 @@ def seconds(value: object, where: str) -> float:
     if isinstance(value, (int, float)):
         out = float(value)
     else:
-        text = value.strip()
+        text = value
         human = _human(text)
         if human is not None:
             out = human
@@ -102,7 +102,7 @@ def memory(value: object, where: str) -> str:
     """A memory size as sbatch takes it ('4G', '512M', '2048'), checked; a whole number is MB."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise UsageError(f"{where}: {value!r} is not a memory size: write 4G, 512M or 1T")
-    text = str(value).strip()
+    text = str(value)
     m = _MEM.match(text)
     if not m:
         raise UsageError(f"{where}: {text!r} is not a memory size: write 4G, 512M or 1T")
@@ -111,7 +111,7 @@ def memory(value: object, where: str) -> str:
 
 def megabytes(mem: str) -> int:
     """'2G' -> 2048; a bare number is megabytes (man sbatch, --mem); at least 1."""
-    m = _MEM.match(mem.strip())
+    m = _MEM.match(mem)
     if not m:
         raise ValueError(f"not a memory size: {mem!r}")
     return max(1, int(int(m.group(1)) * _MIB[(m.group(2) or "M").upper()]))

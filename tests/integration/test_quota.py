@@ -135,7 +135,10 @@ def test_apply_sets_exactly_the_declared_limits_idempotently_and_only_for_admins
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ("accounts:\n  lab-b: {gpus: -2}\n", "accounts.lab-b.gpus: -2 is negative"),
+        (
+            "accounts:\n  lab-b: {gpus: -2}\n",
+            "accounts.lab-b.gpus: expected a whole number from 0 to 4294967294 or unlimited (got -2)",
+        ),
         ("accounts:\n  lab-z: {gpus: 2}\n", "accounts.lab-z: no such account in Slurm"),
         ("accounts:\n  lab-b: {users: {alice: {gpus: 1}}}\n", "alice has no association with account lab-b"),
         ("accounts:\n  lab-b: {gpus: 2\n", "malformed YAML"),

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from slurmflow import planner
@@ -148,3 +150,16 @@ def test_unbounded_gpu_hours_are_reported() -> None:
 )
 def test_resource_hours(time: str, hours: float) -> None:
     assert Resources(time=time).hours() == pytest.approx(hours)
+
+
+def test_a_dotted_callable_is_located_without_running_its_package(tmp_path: Path) -> None:
+    from slurmflow.launch import _locate
+
+    (tmp_path / "pkg" / "jobs").mkdir(parents=True)
+    (tmp_path / "pkg" / "__init__.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")
+    (tmp_path / "pkg" / "jobs" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "jobs" / "train.py").write_text("def main(cfg): return cfg\n")
+    found = _locate("pkg.jobs.train", [str(tmp_path)])
+    assert found is not None and found.origin == str(tmp_path / "pkg" / "jobs" / "train.py")
+    assert _locate("pkg.jobs.nope", [str(tmp_path)]) is None and _locate("pkg.nope.x", [str(tmp_path)]) is None
+    assert not (tmp_path / "ran").exists()

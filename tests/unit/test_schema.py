@@ -199,3 +199,48 @@ def test_argv_form_is_a_list_of_words() -> None:
     assert "give exactly one of command, argv or callable" in refusal({"command": "x", "argv": ["x"]})
     assert "argv: expected a list of words" in refusal({"argv": []})
     assert hasattr(trialcfg, "stage_argv")
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("seed=1,2,1", "sweep seed: the value 1 is given twice"),
+        ("seed=range(1,2),1", "sweep seed: a range() or choice() cannot be one value among others"),
+        ("seed=range(0,3,0)", "sweep seed: range() arg 3 must not be zero"),
+        ("tag=a;b", "override 'tag=a;b': not valid in Hydra's override grammar"),
+        ("a;b=1,2", "override 'a;b=1,2': 'a;b' is not a config key"),
+    ],
+)
+def test_bad_sweeps_are_refused_in_words(tmp_path: Path, override: str, needle: str) -> None:
+    cfgdir = write_experiment(tmp_path, {"seed": 0, "tag": "", "stages": {"a": {"command": "t", "per_trial": True}}})
+    with pytest.raises(UsageError) as info:
+        config.load(cfgdir, "config", [override])
+    assert needle in str(info.value) and "Exception" not in str(info.value)
+
+
+def test_a_sweep_may_add_a_key(tmp_path: Path) -> None:
+    cfgdir = write_experiment(tmp_path, {"stages": {"a": {"command": "echo ${newkey}", "per_trial": True}}})
+    exp = config.load(cfgdir, "config", ["+newkey=v0,v1"])
+    trials = list(sweep.expand(exp.axes))
+    assert [t.overrides for t in trials] == [("+newkey=v0",), ("+newkey=v1",)]
+    config.validate_trials(exp, sweep.representatives(exp.axes))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"command": "x", "resources": {"time": "30m\n"}},
+        {"command": "x", "resources": {"mem": "4G\n"}},
+        {"command": "x", "resources": {"mem": "٤G"}},
+        {"command": "x", "resources": {"partition": "gpu\n"}},
+        {"callable": "json:dumps\n"},
+    ],
+)
+def test_a_trailing_line_break_or_a_non_ascii_digit_is_refused(body: dict[str, Any]) -> None:
+    refusal(body)
+
+
+def test_names_are_short_enough_for_paths_and_job_names() -> None:
+    with pytest.raises(UsageError, match="is not a stage name: use up to 64"):
+        parse_stage("a" * 65, {"command": "x"})
+    assert parse_stage("a" * 64, {"command": "x"}).name == "a" * 64
