@@ -22,16 +22,14 @@ from typing import TYPE_CHECKING, Any
 from slurmflow import sbatch
 from slurmflow.model import JobNode, JobSpec, Resources
 from slurmflow.task import call_stage
+from slurmflow.units import time_hours
 
 if TYPE_CHECKING:
     import submitit
 
 
 def _minutes(time: str | None) -> int | None:
-    try:
-        hours = Resources(time=time).hours()
-    except ValueError:  # UNLIMITED: no limit to count down from
-        return None
+    hours = time_hours(time)  # None: unset or UNLIMITED, no limit to count down from
     return None if hours is None else max(1, math.ceil(hours * 60))
 
 

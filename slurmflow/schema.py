@@ -232,8 +232,3 @@ def convert(raw: Any, kind: type[T], where: str) -> T:
         return msgspec.convert(raw, kind, strict=True)
     except msgspec.ValidationError as exc:
         raise UsageError(explain(exc, raw, kind, where)) from None
-
-
-def field_names(kind: type[msgspec.Struct]) -> tuple[str, ...]:
-    """The names a user writes for a shape's fields (`for`, not `for_`)."""
-    return tuple(sorted(f.encode_name for f in msgspec.structs.fields(kind)))

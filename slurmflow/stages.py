@@ -22,7 +22,6 @@ DEP_FIELDS = {
     "after_any": DepKind.AFTER_ANY,
     "after_corr": DepKind.AFTER_CORR,
 }
-STAGE_FIELDS = schema.field_names(StageIn)
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}\Z", re.ASCII)  # names go into job names and paths
 _SLURM_NAME = re.compile(r"^[A-Za-z0-9_.-]+\Z", re.ASCII)
 _CONSTRAINT = re.compile(r"^[A-Za-z0-9_.,:&|!*\[\]()-]+\Z", re.ASCII)
