@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -12,10 +13,12 @@ from rich.tree import Tree
 
 from slurmflow import gpustats, sbatch, slurm_text
 from slurmflow.events import ActionFailed, GpuIdle
-from slurmflow.launch import Prepared
 from slurmflow.model import JobInfo, JobNode, Plan
 from slurmflow.status import CampaignStatus, exit_text
 from slurmflow.usage import RunGpu
+
+if TYPE_CHECKING:  # plan views only: status and gpu never compose (no Hydra import)
+    from slurmflow.launch import Prepared
 
 
 def _resources(prep: Prepared, stage_name: str) -> str:

@@ -16,23 +16,37 @@ from tests.integration.test_monitor import monitor_until_done
 pytestmark = pytest.mark.integration
 __all__ = ["workdir"]  # the fixture, shared with test_launch
 
-ONE_TRIAL = [
-    "seed=range(1)",
-    "model.lr=0.1",
-    "model.epochs=24",
-    "model.epoch_sleep=1",
-    "stages.train.resources.time=1m",
+ONE_TRIAL = ["seed=range(1)", "model.lr=0.1"]
+EPOCHS = 30
+
+# Slurm sends the --signal warning from a check that runs every 30 s, and sends it as soon as the
+# time left is under `seconds` plus those 30 s (measured on 24.11: 2-24 s into a 1-minute job
+# with @50). A 2-minute limit with @60 puts the warning 30-60 s into every attempt: the first
+# attempt (75 s of work) is always warned before it ends, and each attempt moves on at least 10
+# epochs, so 30 epochs finish within the default 3 restarts.
+CHECKPOINTED = [
+    f"model.epochs={EPOCHS}",
+    "model.epoch_sleep=2.5",
+    "stages.train.resources.time=2m",
+    "stages.train.checkpoint.seconds=60",
+    "stages.train.checkpoint.grace=20",
 ]
 
 
 def test_checkpointed_task_resumes_to_the_same_result_and_timeout_is_not_retried(
     mini_cluster: str, workdir: Path
 ) -> None:
-    ckpt = launch_json(
-        mini_cluster, workdir, *ONE_TRIAL, "stages.train.checkpoint.seconds=50", "stages.train.checkpoint.grace=20"
+    ckpt = launch_json(mini_cluster, workdir, *ONE_TRIAL, *CHECKPOINTED)
+    plain = launch_json(
+        mini_cluster,
+        workdir,
+        *ONE_TRIAL,
+        "model.epochs=500",
+        "model.epoch_sleep=1",
+        "stages.train.resources.time=1m",
+        "~stages.train.checkpoint",
     )
-    plain = launch_json(mini_cluster, workdir, *ONE_TRIAL, "model.epochs=500", "~stages.train.checkpoint")
-    ckpt_actions = monitor_until_done(mini_cluster, workdir, str(ckpt["run_id"]), timeout=400)
+    ckpt_actions = monitor_until_done(mini_cluster, workdir, str(ckpt["run_id"]), timeout=600)
     plain_actions = monitor_until_done(mini_cluster, workdir, str(plain["run_id"]), timeout=300)
 
     task = f"{ckpt['nodes']['train.0']}_0"
@@ -67,7 +81,7 @@ def test_checkpointed_task_resumes_to_the_same_result_and_timeout_is_not_retried
             "--seed",
             "0",
             "--epochs",
-            "24",
+            str(EPOCHS),
             "--l2",
             "0.0001",
         ],

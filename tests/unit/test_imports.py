@@ -1,0 +1,19 @@
+"""What a command imports is what it pays for at every start: the read-only commands (status, gpu,
+logs, cancel) never compose an experiment, so they must not import Hydra or OmegaConf."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+READ_ONLY = ("slurmflow.cli", "slurmflow.views", "slurmflow.status", "slurmflow.usage", "slurmflow.cancel")
+
+
+def test_read_only_commands_import_neither_hydra_nor_omegaconf() -> None:
+    probe = (
+        "import importlib, sys\n"
+        f"for m in {READ_ONLY!r}: importlib.import_module(m)\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} & {'hydra', 'omegaconf'})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "", f"imported by the read-only commands: {out.strip()}"
