@@ -31,6 +31,7 @@ from slurmflow.errors import UsageError
 from slurmflow.events import PIPE_BUF as PIPE_BUF
 from slurmflow.events import Event
 from slurmflow.events import fit_line as fit_line
+from slurmflow.fsio import write_atomic
 from slurmflow.model import (
     Checkpoint,
     DepKind,
@@ -179,11 +180,7 @@ class RunStore:
     def write_text(self, name: str, text: str, *, executable: bool = False) -> Path:
         path = self.root / name
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.chmod(tmp, 0o700 if executable else 0o600)
-        tmp.replace(path)
-        return path
+        return write_atomic(path, text, mode=0o700 if executable else 0o600)
 
     def write_json(self, name: str, doc: Any) -> Path:
         # Insertion order is meaningful (stages and nodes in plan order): never sort keys.

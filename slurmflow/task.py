@@ -24,7 +24,6 @@ line ends, whatever it left running is killed, as Slurm does when a batch script
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import signal
 import socket
@@ -41,6 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from slurmflow import trialcfg
 from slurmflow.errors import SlurmflowError, UsageError
 from slurmflow.events import GpuIdle
+from slurmflow.fsio import write_json_atomic
 from slurmflow.model import Plan, Stage
 from slurmflow.runner import Child, SubprocessRunner, run_child
 from slurmflow.store import RunStore
@@ -53,9 +53,7 @@ if TYPE_CHECKING:
 
 
 def _write_status(path: Path, doc: dict[str, object]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, doc)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from slurmflow import events, gpustats
+from slurmflow.fsio import write_json_atomic
 from slurmflow.gpustats import Summary, Timeline
 from slurmflow.runstate import RunState
 from slurmflow.store import RunStore
@@ -130,9 +131,7 @@ def write_cache(path: Path, gpus: int, status_path: Path) -> None:
     """Called by the task wrapper once its sampler has stopped."""
     summary, line, _ = summarise_file(path, gpus, status_path, time.time())
     doc = gpustats.summary_to_cache(summary, line, path.stat().st_size)
-    tmp = cache_path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, separators=(",", ":")))
-    tmp.replace(cache_path(path))
+    write_json_atomic(cache_path(path), doc, compact=True)
 
 
 def collect(store: RunStore, *, progress: Callable[[int], None] | None = None) -> RunGpu:
