@@ -21,6 +21,7 @@ from slurmflow.limits import submit_room
 from slurmflow.quota import Fit, Usage
 
 if TYPE_CHECKING:
+    from slurmflow.backends.base import Accounting
     from slurmflow.launch import Prepared
 
 
@@ -198,7 +199,7 @@ def _charged(prep: Prepared, usage: Sequence[Usage], me: str, *, gpus_only: bool
     return by_account
 
 
-def campaign_fit(prep: Prepared, backend: SlurmCLI, usage: Sequence[Usage] | None = None) -> list[Fit]:
+def campaign_fit(prep: Prepared, backend: Accounting, usage: Sequence[Usage] | None = None) -> list[Fit]:
     """The campaign against each account it charges; [] when Slurm has no accounting to ask."""
     me = prep.cluster.user or backend.whoami()
     if usage is None:
@@ -227,7 +228,7 @@ def submit_refusals(prep: Prepared, usage: Sequence[Usage], me: str) -> list[str
 
 
 def check_budget(
-    prep: Prepared, backend: SlurmCLI, console: Console, *, force: bool, planning: bool = False
+    prep: Prepared, backend: Accounting, console: Console, *, force: bool, planning: bool = False
 ) -> list[Fit]:
     """Refuse a campaign that cannot fit its GPU-hour budget (unless forced); warn of throttling.
     Planning refuses nothing: it says what launch would do."""

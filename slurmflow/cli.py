@@ -106,26 +106,22 @@ def _local(args: argparse.Namespace, console: Console) -> LocalSlurm:
     return LocalSlurm(gpus=gpus)
 
 
-def _prepare(args: argparse.Namespace, console: Console) -> tuple[Prepared, Backend, str]:
+def _prepare(args: argparse.Namespace, console: Console) -> tuple[Prepared, Backend, LocalSlurm | None]:
+    """The planned campaign, the backend it goes to, and the local engine when that is the one
+    (a foreground launch drives it to the end)."""
     from slurmflow.launch import prepare
 
-    kind = _backend_kind(args)
-    backend: Backend
-    if kind == "local":
-        local = _local(args, console)
-        backend, info = local, local.cluster_info()
-    else:
-        slurm = make_backend(args.via)
-        backend, info = slurm, slurm.cluster_info()
+    local = _local(args, console) if _backend_kind(args) == "local" else None
+    backend: Backend = local if local is not None else make_backend(args.via)
     prep = prepare(
         Path(args.config_dir),
         args.config_name,
         args.overrides,
-        info,
+        backend.cluster_info(),
         max_array_size=args.max_array_size,
         max_tasks=args.max_tasks,
     )
-    return prep, backend, kind
+    return prep, backend, local
 
 
 def _budget(args: argparse.Namespace, prep: Prepared, backend: Backend, console: Console, *, refuse: bool) -> list[Fit]:
@@ -133,19 +129,20 @@ def _budget(args: argparse.Namespace, prep: Prepared, backend: Backend, console:
     that cannot fit is refused unless --force; plan only says so."""
     from slurmflow.admin_cli import check_budget
 
-    if not isinstance(backend, SlurmCLI):
+    accounting = backend.accounting()
+    if accounting is None:
         return []
-    return check_budget(prep, backend, console, force=args.force, planning=not refuse)
+    return check_budget(prep, accounting, console, force=args.force, planning=not refuse)
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     from slurmflow import views
 
-    prep, backend, kind = _prepare(args, console)
+    prep, backend, local = _prepare(args, console)
     fits = _budget(args, prep, backend, console, refuse=False)
     if args.json:
         doc = {
-            "backend": kind,
+            "backend": "local" if local is not None else "slurm",
             "quota": [f.to_dict() for f in fits],
             "plan": plan_to_dict(prep.plan),
             "tasks": prep.plan.tasks(),
@@ -187,20 +184,16 @@ def cmd_launch(args: argparse.Namespace, console: Console) -> int:
         return cmd_plan(args, console)
     from slurmflow.launch import submit_run, write_run
 
-    prep, backend, kind = _prepare(args, console)
+    prep, backend, local = _prepare(args, console)
+    if args.hold and local is not None:
+        raise UsageError("--hold needs Slurm: the local backend runs jobs as soon as they are submitted")
     fits = _budget(args, prep, backend, console, refuse=True)
     store = write_run(prep, Path(args.runs_dir), cwd=Path.cwd(), python=sys.executable, argv=sys.argv)
+    kind = "local" if local is not None else "slurm"
     store.write_json("backend.json", {"backend": kind, "via": args.via or os.environ.get(PREFIX_ENV)})
-    if isinstance(backend, SlurmCLI):
-        backend.save_capabilities(store.path("capabilities.json"))
-    if args.hold and kind == "local":
-        raise UsageError("--hold needs Slurm: the local backend runs jobs as soon as they are submitted")
+    backend.save_capabilities(store.path("capabilities.json"))
     ids = submit_run(store, backend, hold=args.hold)
-    if kind == "local":
-        assert isinstance(backend, LocalSlurm)
-        code = _run_local(backend, ids, console)
-    else:
-        code = 0
+    code = _run_local(local, ids, console) if local is not None else 0
     _report_launch(args, console, store, prep.plan, ids, fits)
     return code
 

@@ -22,7 +22,6 @@ from typing import Any
 
 from slurmflow import callables, config, planner, sweep, trialcfg
 from slurmflow.backends.base import Backend
-from slurmflow.backends.slurm_cli import SlurmCLI
 from slurmflow.errors import (
     CommandError,
     ControllerFull,
@@ -222,7 +221,7 @@ def submit_run(
     progress: Progress | None = None,
 ) -> dict[str, str]:
     # submitit runs sbatch itself, so it is used only where Slurm's commands run directly.
-    submitit = isinstance(backend, SlurmCLI) and not getattr(backend.runner, "prefix", ())
+    submitit = backend.runs_submitit
     with store.lock():
         plan = store.plan()
         ctx = context(store, hold=hold, submitit=submitit, plan=plan)
@@ -240,13 +239,14 @@ def _refusal(store: RunStore, plan: Plan, backend: Backend, exc: SubmissionRefus
 
     node = plan.node(exc.node)
     config, usages, user, qos_limits = None, [], None, {}
-    if isinstance(backend, SlurmCLI):
+    acct = backend.accounting()
+    if acct is not None:  # a scheduler that keeps limits says which one refused
         with contextlib.suppress(SlurmflowError):
             config = backend.config()
         with contextlib.suppress(SlurmflowError):
-            usages, user = backend.usage(), backend.whoami()
+            usages, user = acct.usage(), acct.whoami()
         with contextlib.suppress(SlurmflowError):
-            qos_limits = backend.qos_submit_limits()
+            qos_limits = acct.qos_submit_limits()
     return refusal_message(
         run_id=store.run_id,
         node=node.key,

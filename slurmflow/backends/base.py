@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from slurmflow.capabilities import Capabilities
-from slurmflow.model import ClusterConfig, Dependency, JobSpec, QueryResult
+from slurmflow.model import ClusterConfig, ClusterInfo, Dependency, JobSpec, QueryResult
+
+if TYPE_CHECKING:
+    from slurmflow.quota import Usage
+
+
+class Accounting(Protocol):
+    """Slurm's accounting as a launch consults it: who is asking, and what their associations
+    have used and may still use (the GPU-hour budget and submit-limit checks)."""
+
+    def whoami(self) -> str: ...
+
+    def usage(self) -> list[Usage]:
+        """Every association's limits and current use; raises SlurmflowError without accounting."""
+        ...
+
+    def qos_submit_limits(self) -> dict[str, tuple[int | None, int | None]]:
+        """QOS name -> (MaxSubmitJobsPerUser, GrpSubmitJobs)."""
+        ...
 
 
 class Backend(Protocol):
+    @property
+    def runs_submitit(self) -> bool:
+        """Whether submitit may submit callable stages: it runs sbatch itself, so only where Slurm's
+        commands run on this machine (no command prefix). Otherwise callables go through the script."""
+        ...
+
     def submit(self, spec: JobSpec, script_path: str | None = None) -> str:
         """Submit one job or array; return its job id. Raises SubmissionAmbiguous when Slurm may
         have created the job without saying so (reconcile by name before submitting again)."""
@@ -46,4 +71,16 @@ class Backend(Protocol):
 
     def capabilities(self) -> Capabilities:
         """What the scheduler's commands accept and how it behaves where no command says (capabilities.py)."""
+        ...
+
+    def save_capabilities(self, path: Path) -> None:
+        """Record the capabilities beside a run, so later commands on it never probe again."""
+        ...
+
+    def cluster_info(self) -> ClusterInfo:
+        """What planning needs: partitions, GPUs per partition, array limits, the user's accounts."""
+        ...
+
+    def accounting(self) -> Accounting | None:
+        """The associations to check a campaign against; None where the scheduler keeps none."""
         ...

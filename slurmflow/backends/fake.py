@@ -15,10 +15,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from slurmflow import slurm_text
 from slurmflow.capabilities import BASELINE, Capabilities
 from slurmflow.errors import SlurmError
+from slurmflow.fsio import write_json_atomic
 from slurmflow.model import (
     ClusterConfig,
     ClusterInfo,
@@ -29,6 +32,9 @@ from slurmflow.model import (
     JobState,
     QueryResult,
 )
+
+if TYPE_CHECKING:
+    from slurmflow.backends.base import Accounting
 
 
 @dataclass(frozen=True)
@@ -216,6 +222,16 @@ class FakeSlurm:
     def capabilities(self) -> Capabilities:
         """Behaves as the newest Slurm: a dependency on an unknown job is rejected."""
         return BASELINE
+
+    def save_capabilities(self, path: Path) -> None:
+        write_json_atomic(path, self.capabilities().to_dict())
+
+    @property
+    def runs_submitit(self) -> bool:
+        return False  # no Slurm here: callable stages run through the job script
+
+    def accounting(self) -> Accounting | None:
+        return None  # no associations: budgets and submit limits are Slurm's to enforce
 
     def config(self) -> ClusterConfig:
         return ClusterConfig("fake", self.max_array_size, 60000, 300)

@@ -10,6 +10,7 @@ from pathlib import Path
 from slurmflow import quota, sbatch, slurm_text
 from slurmflow.capabilities import PROBE_ARGV, Capabilities
 from slurmflow.errors import AccountingUnavailable, CommandError, SlurmError
+from slurmflow.fsio import write_json_atomic
 from slurmflow.model import ClusterConfig, ClusterInfo, Dependency, JobInfo, JobSpec, QueryResult
 from slurmflow.quota import Assoc, Usage
 from slurmflow.runner import Completed, Runner, SubprocessRunner
@@ -31,6 +32,13 @@ class SlurmCLI:
         self._caps = capabilities
         # A run directory's capabilities.json: probed once per run, read by every later command.
         self.capabilities_cache = capabilities_cache
+
+    @property
+    def runs_submitit(self) -> bool:
+        return not getattr(self.runner, "prefix", ())  # a prefix (`--via`) runs Slurm elsewhere
+
+    def accounting(self) -> SlurmCLI:
+        return self
 
     # --- what this cluster's commands accept (capabilities.py) ----------------------------------
 
@@ -74,9 +82,7 @@ class SlurmCLI:
         return self._caps
 
     def save_capabilities(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.capabilities().to_dict(), indent=1) + "\n")
-        tmp.replace(path)
+        write_json_atomic(path, self.capabilities().to_dict())
         self.capabilities_cache = path
 
     def _query_run(self, build: Callable[[Capabilities], list[str]]) -> tuple[Completed, Capabilities]:

@@ -10,7 +10,7 @@ from slurmflow.backends.slurm_cli import SlurmCLI
 from slurmflow.capabilities import SACCT_REQUIRED, SQUEUE_REQUIRED, Capabilities
 from slurmflow.errors import ControllerUnavailable, SlurmError, SubmissionAmbiguous
 from slurmflow.model import Dependency, DepKind, JobSpec, JobState
-from slurmflow.runner import FunctionRunner
+from slurmflow.runner import FunctionRunner, SubprocessRunner
 
 FIX = Path(__file__).parent.parent / "fixtures" / "slurm" / "24.11"
 
@@ -149,3 +149,14 @@ def test_submit_creates_the_log_directory_private_first(tmp_path: Path) -> None:
     assert SlurmCLI(FunctionRunner(handler)).submit(spec) == "9"
     assert seen == [True] and (logs.stat().st_mode & 0o777) == 0o700
     assert SlurmCLI(FunctionRunner(handler)).submit(spec) == "9"  # exists already: fine
+
+
+def test_backends_say_what_they_offer_without_type_sniffing() -> None:
+    from slurmflow.backends.fake import FakeSlurm
+
+    direct = SlurmCLI(SubprocessRunner())
+    via = SlurmCLI(SubprocessRunner(prefix=("ssh", "login1")))
+    assert direct.runs_submitit and not via.runs_submitit  # submitit's sbatch would run here, not there
+    assert direct.accounting() is direct
+    fake = FakeSlurm()
+    assert not fake.runs_submitit and fake.accounting() is None
