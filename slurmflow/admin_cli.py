@@ -1,5 +1,5 @@
 """Quota commands: `slurmflow admin quota apply|show` for cluster admins, `slurmflow quota` for
-researchers, and the budget check `launch` and `plan` run before anything is submitted."""
+researchers (the budget check that `launch` and `plan` run is `slurmflow.budget`)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,10 @@ from rich.table import Table
 from slurmflow import quota
 from slurmflow.backends.slurm_cli import SlurmCLI
 from slurmflow.errors import NotPermitted, SlurmflowError, UsageError
-from slurmflow.limits import submit_room
-from slurmflow.quota import Fit, Usage
+from slurmflow.quota import Usage
 
 if TYPE_CHECKING:
-    from slurmflow.backends.base import Accounting
-    from slurmflow.launch import Prepared
+    pass
 
 
 def _load(path: str) -> quota.QuotaFile:
@@ -186,83 +184,6 @@ def cmd_quota(args: argparse.Namespace, console: Console, backend: SlurmCLI) -> 
     return 0
 
 
-def _charged(prep: Prepared, usage: Sequence[Usage], me: str, *, gpus_only: bool) -> dict[str, list[str]]:
-    """account -> the stages that charge it (a stage without --account: the user's default)."""
-    default = next((u.account for u in usage if u.user == me and u.default), None)
-    by_account: dict[str, list[str]] = {}
-    for name, stage in prep.plan.stages.items():
-        if gpus_only and not stage.resources.gpus:
-            continue
-        account = stage.resources.account or default
-        if account:
-            by_account.setdefault(account, []).append(name)
-    return by_account
-
-
-def campaign_fit(prep: Prepared, backend: Accounting, usage: Sequence[Usage] | None = None) -> list[Fit]:
-    """The campaign against each account it charges; [] when Slurm has no accounting to ask."""
-    me = prep.cluster.user or backend.whoami()
-    if usage is None:
-        try:
-            usage = backend.usage()
-        except SlurmflowError:
-            return []
-    charged = _charged(prep, usage, me, gpus_only=True)
-    return [quota.fit(prep.plan, account, me, usage, stages) for account, stages in charged.items()]
-
-
-def submit_refusals(prep: Prepared, usage: Sequence[Usage], me: str) -> list[str]:
-    """Accounts whose submit limits (MaxSubmitJobs, GrpSubmitJobs) leave no room for the campaign's
-    tasks (every array task counts): Slurm would refuse the submissions that do not fit."""
-    out = []
-    for account, stages in _charged(prep, usage, me, gpus_only=False).items():
-        tasks = sum(prep.plan.stage_tasks(s) for s in stages)
-        room = submit_room(usage, me, account)
-        if room is not None and tasks > room[1]:
-            out.append(
-                f"this campaign queues {tasks:,} tasks on account {account} (every array task counts), but "
-                f"{room[0]}: room for {room[1]:,}; sweep fewer trials, wait for jobs to finish, or pass --force "
-                "(Slurm refuses what does not fit, and `slurmflow resume RUN` submits it later)"
-            )
-    return out
-
-
-def check_budget(
-    prep: Prepared, backend: Accounting, console: Console, *, force: bool, planning: bool = False
-) -> list[Fit]:
-    """Refuse a campaign that cannot fit its GPU-hour budget (unless forced); warn of throttling.
-    Planning refuses nothing: it says what launch would do."""
-    me = prep.cluster.user or backend.whoami()
-    try:
-        usage: Sequence[Usage] | None = backend.usage()
-    except SlurmflowError:
-        usage = None  # no accounting to ask: Slurm alone decides
-    fits = campaign_fit(prep, backend, usage) if usage is not None else []
-    for refusal in submit_refusals(prep, usage, me) if usage is not None else []:
-        if planning:
-            console.print(f"[bold yellow]launch would refuse this campaign:[/] {refusal}", highlight=False)
-        elif not force:
-            raise UsageError(refusal)
-        else:
-            console.print(f"[bold yellow]warning (--force):[/] {refusal}", highlight=False)
-    for f in fits:
-        if f.over_budget:
-            if planning:
-                console.print(f"[bold yellow]launch would refuse this campaign:[/] {f.refusal()}", highlight=False)
-            elif not force:
-                raise UsageError(f.refusal())
-            else:
-                console.print(f"[bold yellow]warning (--force):[/] {f.refusal()}", highlight=False)
-        if f.throttled:
-            console.print(f"[yellow]note:[/] {f.warning()}", highlight=False)
-        if f.unbounded and f.gpu_hours_left is not None:
-            console.print(
-                f"[yellow]note:[/] {', '.join(f.unbounded)} set no time limit: their GPU-hours are not in the estimate",
-                highlight=False,
-            )
-    return fits
-
-
 Command = Callable[[argparse.Namespace, Console], int]
 MakeBackend = Callable[[str | None], SlurmCLI]
 
@@ -326,4 +247,4 @@ def _with_backend(cmd: Callable[[argparse.Namespace, Console, SlurmCLI], int], m
     return run
 
 
-__all__ = ["add_parsers", "check_budget"]
+__all__ = ["add_parsers"]

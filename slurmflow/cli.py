@@ -27,6 +27,7 @@ from slurmflow.store import RunStore, plan_to_dict
 
 if TYPE_CHECKING:
     from slurmflow.backends.base import Backend
+    from slurmflow.budget import Verdict
     from slurmflow.launch import Prepared
     from slurmflow.quota import Fit
     from slurmflow.status import CampaignStatus
@@ -127,12 +128,28 @@ def _prepare(args: argparse.Namespace, console: Console) -> tuple[Prepared, Back
 def _budget(args: argparse.Namespace, prep: Prepared, backend: Backend, console: Console, *, refuse: bool) -> list[Fit]:
     """GPU-hours and peak GPUs against what the accounts have left (Slurm backends only): a launch
     that cannot fit is refused unless --force; plan only says so."""
-    from slurmflow.admin_cli import check_budget
+    from slurmflow.budget import judge
 
     accounting = backend.accounting()
     if accounting is None:
         return []
-    return check_budget(prep, accounting, console, force=args.force, planning=not refuse)
+    verdict = judge(prep.plan, accounting, prep.cluster.user)
+    say_budget(verdict, console, force=args.force, planning=not refuse)
+    return verdict.fits
+
+
+def say_budget(verdict: Verdict, console: Console, *, force: bool, planning: bool) -> None:
+    """A launch stops at the first refusal unless forced (then each is a warning); plan says what
+    launch would refuse. Notes are said either way."""
+    for refusal in verdict.refusals:
+        if planning:
+            console.print(f"[bold yellow]launch would refuse this campaign:[/] {refusal}", highlight=False)
+        elif not force:
+            raise UsageError(refusal)
+        else:
+            console.print(f"[bold yellow]warning (--force):[/] {refusal}", highlight=False)
+    for note in verdict.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:

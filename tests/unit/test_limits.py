@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import io
-from typing import cast
 
 import pytest
 from rich.console import Console
 
 from slurmflow import planner
-from slurmflow.admin_cli import check_budget, submit_refusals
-from slurmflow.backends.slurm_cli import SlurmCLI
+from slurmflow.budget import judge, submit_refusals
+from slurmflow.cli import say_budget
 from slurmflow.errors import AccountingUnavailable, ControllerFull, PolicyViolation, UsageError
 from slurmflow.launch import Prepared
 from slurmflow.limits import refusal_message
@@ -116,10 +115,10 @@ TIGHT = [
 
 def test_submit_refusals_name_the_account_that_cannot_hold_its_tasks() -> None:
     prep = _campaign_on_two_accounts()
-    (refusal,) = submit_refusals(prep, TIGHT, "alice")
+    (refusal,) = submit_refusals(prep.plan, TIGHT, "alice")
     assert refusal.startswith("this campaign queues 600 tasks on account lab-a") and "room for 500" in refusal
     assert "--force" in refusal
-    assert submit_refusals(prep, [Usage("lab-a", "alice", submit_limit=1000, default=True)], "alice") == []
+    assert submit_refusals(prep.plan, [Usage("lab-a", "alice", submit_limit=1000, default=True)], "alice") == []
 
 
 class _Accounting:
@@ -131,6 +130,9 @@ class _Accounting:
     def whoami(self) -> str:
         return "alice"
 
+    def qos_submit_limits(self) -> dict[str, tuple[int | None, int | None]]:
+        return {}
+
     def usage(self) -> list[Usage]:
         if self.usages is None:
             raise AccountingUnavailable(["sacctmgr"], 1, "", "sacctmgr: error: slurmdbd: Connection refused")
@@ -139,8 +141,9 @@ class _Accounting:
 
 def _check(usages: list[Usage] | None, *, force: bool = False, planning: bool = False) -> str:
     out = io.StringIO()
-    backend = cast(SlurmCLI, _Accounting(usages))
-    check_budget(_campaign_on_two_accounts(), backend, Console(file=out, width=400), force=force, planning=planning)
+    prep = _campaign_on_two_accounts()
+    verdict = judge(prep.plan, _Accounting(usages), prep.cluster.user)
+    say_budget(verdict, Console(file=out, width=400), force=force, planning=planning)
     return out.getvalue()
 
 
