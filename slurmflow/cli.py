@@ -193,7 +193,7 @@ def _run_local(backend: LocalSlurm, ids: dict[str, str], console: Console) -> in
             time.sleep(0.2)
     failed = [j for j in jobs if j.state.final and not j.state.succeeded]
     console.print(views.final_table(jobs))
-    return 1 if any(j.state is JobState.FAILED for j in failed) else 0
+    return 1 if any(j.state in (JobState.FAILED, JobState.TIMEOUT) for j in failed) else 0
 
 
 def cmd_launch(args: argparse.Namespace, console: Console) -> int:

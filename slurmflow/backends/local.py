@@ -2,7 +2,9 @@
 
 The scheduling (arrays, throttles, every dependency kind, kill-on-invalid-dep, GPU slots) is
 FakeSlurm's, checked against real Slurm by the contract suite; here each task is a real process
-running the same batch script, with the environment Slurm would give it.
+running the same batch script, with the environment Slurm would give it. A task past its time
+limit ends as Slurm ends it: SIGTERM to its process group, SIGKILL after `kill_wait` seconds,
+state TIMEOUT.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slurmflow.backends.fake import FakeNode, FakeSlurm, _Task
-from slurmflow.model import JobSpec
+from slurmflow.model import JobSpec, JobState
 from slurmflow.sbatch import render_script
+from slurmflow.units import time_hours
 
 
 def detect_gpus() -> int:
@@ -54,6 +57,8 @@ class LocalSlurm(FakeSlurm):
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _free_gpus: dict[str, list[int]] = field(default_factory=dict)
     _t0: float = field(default_factory=time.monotonic)
+    # Seconds between SIGTERM and SIGKILL when a task is stopped (Slurm's KillWait, 30 s by default).
+    kill_wait: float = 10.0
 
     def __post_init__(self) -> None:
         self.nodes = [FakeNode("localhost", ("*",), gpus=self.gpus, cpus=self.cpus)]
@@ -119,9 +124,10 @@ class LocalSlurm(FakeSlurm):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, 15)
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=self.kill_wait)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, 9)
                 proc.wait()
         self._release(t)
 
@@ -129,4 +135,14 @@ class LocalSlurm(FakeSlurm):
         """Move the clock to real time, reap finished processes and start what may start."""
         del seconds
         self.now = time.monotonic() - self._t0
+        for t in self.tasks.values():
+            limit = _limit_s(t.spec.time)
+            if t.state is JobState.RUNNING and limit is not None and self.now - t.started >= limit:
+                self._end(t, JobState.TIMEOUT, 0, 15)  # as sacct shows it: 0:15
+                t.reason = "TimeLimit"
         self._tick()
+
+
+def _limit_s(time_limit: str | None) -> float | None:
+    hours = time_hours(time_limit)
+    return None if hours is None else hours * 3600

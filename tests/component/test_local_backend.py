@@ -90,3 +90,35 @@ def test_cancel_kills_the_process(tmp_path: Path) -> None:
     while _alive(sleeper):
         assert time.monotonic() < deadline, "cancel left the job's process running"
         time.sleep(0.05)
+
+
+def test_a_task_past_its_time_limit_ends_timeout_with_its_whole_process_group(tmp_path: Path) -> None:
+    """As Slurm ends it: SIGTERM to every process of the task, SIGKILL after kill_wait, TIMEOUT 0:15;
+    an afternotok handler then runs. (A 2-second limit once ran 15 s and ended COMPLETED.)"""
+    backend = LocalSlurm(gpus=0, cpus=2, kill_wait=2.0)  # the 300 s sleep outlasts run_all's 60 s
+    pid_file = tmp_path / "grandchild.pid"
+    slow = backend.submit(
+        JobSpec(
+            name="slow",
+            script=f"sleep 300 & echo $! > {pid_file}; wait",
+            time="0:02",  # M:S
+            output=str(tmp_path / "slow.out"),
+        )
+    )
+    handler = backend.submit(
+        JobSpec(
+            name="on_fail",
+            script=f"touch {tmp_path / 'handled'}",
+            dependency=Dependency.on(DepKind.AFTER_NOT_OK, slow),
+            output=str(tmp_path / "h.out"),
+        )
+    )
+    states = run_all(backend, [slow, handler], timeout=60)
+    assert states == {slow: JobState.TIMEOUT, handler: JobState.COMPLETED}
+    info = backend.query([slow]).by_id()[slow]
+    assert (info.exit_code, info.signal, info.reason) == (0, 15, "TimeLimit")
+    grandchild = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(grandchild), "the task's background process outlived its time limit"
