@@ -21,10 +21,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from slurmflow import sbatch, slurm_text
 from slurmflow.backends.slurm_cli import SlurmCLI
-from slurmflow.model import JobSpec
-from slurmflow.runner import SubprocessRunner
+from slurmflow.slurm import sbatch
+from slurmflow.slurm import text as slurm_text
+from slurmflow.slurm.runner import SubprocessRunner
+from slurmflow.slurm.types import JobSpec
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = ["bash", str(REPO / "docker" / "slurm-cluster" / "cluster.sh")]

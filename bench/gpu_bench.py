@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from slurmflow.gpu import Sampler
+from slurmflow.gpu.sampler import Sampler
 from slurmflow.model import GpuSampling
 
 CORE_HOUR = 3600.0

@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from slurmflow import gpustats
-from slurmflow.gpu import Sampler
+from slurmflow.gpu import stats as gpustats
+from slurmflow.gpu.sampler import Sampler
 from slurmflow.model import GpuSampling
 
 WORKLOAD = r"""

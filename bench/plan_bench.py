@@ -60,9 +60,9 @@ def make_configs(root: Path, n: int) -> Path:
 
 def child(n: int) -> None:
     """One measurement, printed as JSON (runs in its own process)."""
-    from slurmflow import config
-    from slurmflow.launch import prepare, write_run
-    from slurmflow.model import ClusterInfo
+    from slurmflow.experiment import config
+    from slurmflow.run.launch import prepare, write_run
+    from slurmflow.slurm.types import ClusterInfo
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = make_configs(Path(tmp), n)

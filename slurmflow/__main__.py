@@ -1,3 +1,3 @@
-from slurmflow.cli import main
+from slurmflow.cli.main import main
 
 raise SystemExit(main())

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from slurmflow.capabilities import Capabilities
-from slurmflow.model import ClusterConfig, ClusterInfo, Dependency, JobSpec, QueryResult
+from slurmflow.slurm.capabilities import Capabilities
+from slurmflow.slurm.types import ClusterConfig, ClusterInfo, Dependency, JobSpec, QueryResult
 
 if TYPE_CHECKING:
-    from slurmflow.quota import Usage
+    from slurmflow.slurm.accounting import Usage
 
 
 class Accounting(Protocol):

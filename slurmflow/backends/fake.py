@@ -18,11 +18,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from slurmflow import slurm_text
-from slurmflow.capabilities import BASELINE, Capabilities
 from slurmflow.errors import SlurmError
 from slurmflow.fsio import write_json_atomic
-from slurmflow.model import (
+from slurmflow.slurm import text as slurm_text
+from slurmflow.slurm.capabilities import BASELINE, Capabilities
+from slurmflow.slurm.types import (
     ClusterConfig,
     ClusterInfo,
     Dependency,

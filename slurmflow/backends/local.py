@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from slurmflow.backends.fake import FakeNode, FakeSlurm, _Task
-from slurmflow.model import JobSpec, JobState
-from slurmflow.sbatch import render_script
-from slurmflow.units import time_hours
+from slurmflow.slurm.sbatch import render_script
+from slurmflow.slurm.types import JobSpec, JobState
+from slurmflow.slurm.units import time_hours
 
 
 def detect_gpus() -> int:

@@ -7,13 +7,14 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from slurmflow import quota, sbatch, slurm_text
-from slurmflow.capabilities import PROBE_ARGV, Capabilities
 from slurmflow.errors import AccountingUnavailable, CommandError, SlurmError
 from slurmflow.fsio import write_json_atomic
-from slurmflow.model import ClusterConfig, ClusterInfo, Dependency, JobInfo, JobSpec, QueryResult
-from slurmflow.quota import Assoc, Usage
-from slurmflow.runner import Completed, Runner, SubprocessRunner
+from slurmflow.slurm import sbatch
+from slurmflow.slurm import text as slurm_text
+from slurmflow.slurm.accounting import SACCTMGR_FORMAT, Assoc, Usage, parse_assoc_mgr, parse_associations
+from slurmflow.slurm.capabilities import PROBE_ARGV, Capabilities
+from slurmflow.slurm.runner import Completed, Runner, SubprocessRunner
+from slurmflow.slurm.types import ClusterConfig, ClusterInfo, Dependency, JobInfo, JobSpec, QueryResult
 
 
 class SlurmCLI:
@@ -228,15 +229,15 @@ class SlurmCLI:
             max_job_count=cfg.max_job_count,
         )
 
-    # --- accounting: associations, limits and live usage (see quota.py) -------------------------
+    # --- accounting: associations, limits and live usage (see slurm/accounting.py) -------------------------
 
     def whoami(self) -> str:
         """The user Slurm will see: the one at the end of the command prefix, if there is one."""
         return self._run(["id", "-un"]).stdout.strip()
 
     def associations(self, cluster: str | None = None) -> list[Assoc]:
-        argv = ["sacctmgr", "--noheader", "--parsable2", "show", "assoc", quota.SACCTMGR_FORMAT]
-        return quota.parse_associations(self._run(argv).stdout, cluster)
+        argv = ["sacctmgr", "--noheader", "--parsable2", "show", "assoc", SACCTMGR_FORMAT]
+        return parse_associations(self._run(argv).stdout, cluster)
 
     def qos_names(self) -> list[str]:
         done = self._run(["sacctmgr", "--noheader", "--parsable2", "show", "qos", "format=Name"])
@@ -259,7 +260,7 @@ class SlurmCLI:
 
     def usage(self) -> list[Usage]:
         """Limits next to live usage, from the controller's association manager."""
-        return quota.parse_assoc_mgr(self._run(["scontrol", "show", "assoc_mgr", "flags=assoc"]).stdout)
+        return parse_assoc_mgr(self._run(["scontrol", "show", "assoc_mgr", "flags=assoc"]).stdout)
 
     def fairshare(self) -> dict[tuple[str, str], str]:
         """(account, user) -> sshare's fair-share factor (decayed usage against shares)."""

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from slurmflow.backends.local import LocalSlurm
-from slurmflow.model import Dependency, DepKind, JobSpec, JobState
+from slurmflow.slurm.types import Dependency, DepKind, JobSpec, JobState
 
 
 def run_all(backend: LocalSlurm, ids: list[str], timeout: float = 30) -> dict[str, JobState]:

@@ -8,14 +8,15 @@ from typing import Any
 
 import pytest
 
-from slurmflow import planner
 from slurmflow.backends import FakeSlurm, Outcome
-from slurmflow.events import Event, EventBase, Resubmitted
-from slurmflow.launch import context
-from slurmflow.model import DepKind, JobSpec, JobState, Resources, RetryPolicy, Stage, StageDep
-from slurmflow.monitor import tick
-from slurmflow.store import RunStore, plan_to_dict
-from slurmflow.submitter import submit
+from slurmflow.model import Resources, RetryPolicy, Stage, StageDep
+from slurmflow.monitoring.monitor import tick
+from slurmflow.planning import planner
+from slurmflow.run.launch import context
+from slurmflow.run.submitter import submit
+from slurmflow.rundir.events import Event, EventBase, Resubmitted
+from slurmflow.rundir.store import RunStore, plan_to_dict
+from slurmflow.slurm.types import DepKind, JobSpec, JobState
 
 
 @pytest.fixture(autouse=True)
@@ -138,8 +139,8 @@ def test_cancelled_by_a_person_is_never_retried(tmp_path: Path) -> None:
 
 
 def test_retry_resubmits_only_unsuccessful_tasks_and_their_dependents(tmp_path: Path) -> None:
-    from slurmflow.retry import retry
-    from slurmflow.status import summarise
+    from slurmflow.monitoring.retry import retry
+    from slurmflow.monitoring.status import summarise
 
     broken = {"yes": True}
 
@@ -176,7 +177,7 @@ def test_retry_resubmits_only_unsuccessful_tasks_and_their_dependents(tmp_path: 
 
 
 def test_retry_failed_only_leaves_cancelled_tasks(tmp_path: Path) -> None:
-    from slurmflow.retry import retry
+    from slurmflow.monitoring.retry import retry
 
     fake = FakeSlurm(program=flaky)
     store = run(tmp_path, fake, RetryPolicy())
@@ -186,7 +187,7 @@ def test_retry_failed_only_leaves_cancelled_tasks(tmp_path: Path) -> None:
 
 def needs_2g(spec: JobSpec, index: int | None, restarts: int) -> Outcome:
     """Training runs out of memory below 2 GB."""
-    from slurmflow.units import megabytes
+    from slurmflow.slurm.units import megabytes
 
     if spec.name.endswith(".train.0") and megabytes(spec.mem or "1M") < 2048:
         return Outcome(0, 2, state=JobState.OUT_OF_MEMORY)

@@ -12,13 +12,15 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from slurmflow import cli, views
 from slurmflow.backends import FakeSlurm
+from slurmflow.cli import main as cli
+from slurmflow.cli import views
 from slurmflow.errors import ControllerUnavailable, SlurmError
-from slurmflow.events import ActionFailed, MonitorJob, RescheduleFailed, Rewired, TickFailed
-from slurmflow.model import Dependency, JobSpec, JobState, QueryResult, RetryPolicy
-from slurmflow.monitor import tick
-from slurmflow.store import RunStore
+from slurmflow.model import RetryPolicy
+from slurmflow.monitoring.monitor import tick
+from slurmflow.rundir.events import ActionFailed, MonitorJob, RescheduleFailed, Rewired, TickFailed
+from slurmflow.rundir.store import RunStore
+from slurmflow.slurm.types import Dependency, JobSpec, JobState, QueryResult
 from tests.component.test_monitor import (
     flaky,
     run,
@@ -157,7 +159,7 @@ class NoSbatch(Refusing):
 
 
 def test_a_successor_refused_for_minutes_ends_the_chain_said_in_the_log(tmp_path: Path) -> None:
-    from slurmflow import monitor_job
+    from slurmflow.monitoring import loop as monitor_job
 
     fake = NoSbatch(program=flaky)
     store = run(tmp_path, fake, RetryPolicy(exit_codes=(75,)))
@@ -171,7 +173,7 @@ def test_a_successor_refused_for_minutes_ends_the_chain_said_in_the_log(tmp_path
 
 
 def test_a_successor_that_reached_slurm_is_found_not_submitted_twice(tmp_path: Path) -> None:
-    from slurmflow import monitor_job
+    from slurmflow.monitoring import loop as monitor_job
 
     fake = NoSbatch(program=flaky)
     store = run(tmp_path, fake, RetryPolicy(exit_codes=(75,)))

@@ -12,14 +12,15 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from slurmflow import cli
 from slurmflow.backends import FakeSlurm, Outcome
-from slurmflow.events import Cancelled
-from slurmflow.model import JobSpec, JobState, RetryPolicy
-from slurmflow.monitor import tick
-from slurmflow.retry import retry
-from slurmflow.store import RunStore
-from slurmflow.units import megabytes
+from slurmflow.cli import main as cli
+from slurmflow.model import RetryPolicy
+from slurmflow.monitoring.monitor import tick
+from slurmflow.monitoring.retry import retry
+from slurmflow.rundir.events import Cancelled
+from slurmflow.rundir.store import RunStore
+from slurmflow.slurm.types import JobSpec, JobState
+from slurmflow.slurm.units import megabytes
 from tests.component.test_monitor import (
     run,
     typed_writes,  # noqa: F401 (autouse: every write typed)

@@ -61,7 +61,7 @@ def alive(pid: int) -> bool:
 def test_a_sweep_of_hostile_values_runs_as_shell_lines_on_the_local_backend(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from slurmflow.cli import main
+    from slurmflow.cli.main import main
 
     markers = tmp_path / "markers"
     markers.mkdir()
@@ -94,8 +94,8 @@ def test_a_sweep_of_hostile_values_runs_as_shell_lines_on_the_local_backend(
 WRAPPER = """
 import signal, sys
 from omegaconf import OmegaConf
-from slurmflow import trialcfg
-from slurmflow.runner import run_child
+from slurmflow.experiment import trialcfg
+from slurmflow.slurm.runner import run_child
 argv = trialcfg.stage_argv(sys.argv[1], None, OmegaConf.create({}))
 forward = [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT, signal.SIGUSR2]
 child = run_child(argv, forward=forward, shell=True)

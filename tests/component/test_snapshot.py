@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from slurmflow import config, store
 from slurmflow.backends import FakeSlurm
 from slurmflow.errors import UsageError
-from slurmflow.launch import prepare, write_run
-from slurmflow.store import RunStore
+from slurmflow.experiment import config
+from slurmflow.run.launch import prepare, write_run
+from slurmflow.rundir import store
+from slurmflow.rundir.store import RunStore
 
 CONFIG = """\
 defaults:

@@ -20,12 +20,12 @@ from slurmflow.errors import (
     SubmissionRefused,
     UsageError,
 )
-from slurmflow.events import ControllerBusy, Refused, Submitted
-from slurmflow.launch import Prepared, prepare, submit_run, write_run
-from slurmflow.model import JobSpec, JobState
-from slurmflow.monitor import tick
-from slurmflow.store import RunStore
-from slurmflow.units import megabytes
+from slurmflow.monitoring.monitor import tick
+from slurmflow.run.launch import Prepared, prepare, submit_run, write_run
+from slurmflow.rundir.events import ControllerBusy, Refused, Submitted
+from slurmflow.rundir.store import RunStore
+from slurmflow.slurm.types import JobSpec, JobState
+from slurmflow.slurm.units import megabytes
 from tests.component.test_monitor import typed_writes  # noqa: F401 (autouse: every write typed)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -179,7 +179,7 @@ def test_second_submitter_is_refused(prepared: tuple[Prepared, FakeSlurm, Path])
 def test_local_backend_runs_the_demo(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from slurmflow.cli import main
+    from slurmflow.cli.main import main
 
     for d in ("configs", "jobs"):
         shutil.copytree(REPO / d, tmp_path / d)
@@ -288,8 +288,8 @@ def _patient(store: RunStore, waits: list[float], patience: float) -> Any:
     """submit_run's context with a sleep that records its waits instead of sleeping."""
     import dataclasses
 
-    from slurmflow import launch
-    from slurmflow.backoff import Backoff
+    from slurmflow.run import launch
+    from slurmflow.slurm.backoff import Backoff
 
     real = launch.context
 
@@ -306,7 +306,7 @@ def test_a_restarting_controller_is_waited_for_with_backoff_and_nothing_doubles(
     prep, fake, tmp = prepared
     store = new_run(prep, tmp)
     waits: list[float] = []
-    from slurmflow import launch
+    from slurmflow.run import launch
 
     monkeypatch.setattr(launch, "context", _patient(store, waits, patience=600))
     ids = submit_run(store, Away(fake, 3, 4, created=created))
@@ -321,7 +321,7 @@ def test_a_controller_away_too_long_stops_the_launch_resumably(
     prep, fake, tmp = prepared
     store = new_run(prep, tmp)
     waits: list[float] = []
-    from slurmflow import launch
+    from slurmflow.run import launch
 
     monkeypatch.setattr(launch, "context", _patient(store, waits, patience=60))
     with pytest.raises(SubmissionRefused) as gone:

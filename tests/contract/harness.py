@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from slurmflow.backends import Backend, FakeSlurm, Outcome, SlurmCLI
-from slurmflow.model import JobInfo, JobSpec, JobState
-from slurmflow.runner import SubprocessRunner
+from slurmflow.slurm.runner import SubprocessRunner
+from slurmflow.slurm.types import JobInfo, JobSpec, JobState
 
 Jobs = dict[str, JobInfo]
 

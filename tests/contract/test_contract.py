@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from slurmflow.errors import SlurmError
-from slurmflow.model import Dependency, DepKind, JobState
+from slurmflow.slurm.types import Dependency, DepKind, JobState
 from tests.contract.harness import Harness, Jobs, Work, all_final, states
 
 pytestmark = pytest.mark.smoke  # the whole contract runs on every Slurm version of the matrix

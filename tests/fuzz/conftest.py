@@ -1,5 +1,5 @@
 """The fuzz suite's settings and its driver: write a generated case into a fresh directory, run
-`slurmflow.cli.main` on it in-process, and check what every answer must be.
+`slurmflow.cli.main.main` on it in-process, and check what every answer must be.
 
 CI runs the `ci` profile: a fixed seed (derandomize), a bounded number of examples, no example
 database (nothing is written into the repository). For a long local run:
@@ -30,12 +30,12 @@ from unittest import mock
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from slurmflow import cli
 from slurmflow.backends.fake import FakeSlurm, _Task
 from slurmflow.backends.local import LocalSlurm
 from slurmflow.backends.slurm_cli import SlurmCLI
-from slurmflow.model import JobSpec
-from slurmflow.runner import FunctionRunner
+from slurmflow.cli import main as cli
+from slurmflow.slurm.runner import FunctionRunner
+from slurmflow.slurm.types import JobSpec
 from tests.fuzz.strategies import CFG, MARKER, PKG, ROOT
 
 # Hypothesis caches the constants it finds in the code under .hypothesis/constants whatever the

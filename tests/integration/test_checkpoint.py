@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from slurmflow.model import JobState
+from slurmflow.slurm.types import JobState
 from tests.integration.test_launch import backend, launch_json, slurmflow, workdir
 from tests.integration.test_monitor import monitor_until_done
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from slurmflow import slurm_text
+from slurmflow.slurm import text as slurm_text
 
 pytestmark = [pytest.mark.integration, pytest.mark.smoke]
 REPO = Path(__file__).resolve().parents[2]

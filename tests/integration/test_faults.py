@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from slurmflow.model import JobState
+from slurmflow.slurm.types import JobState
 from tests.integration.test_launch import backend, count_jobs_by_name, launch_json, slurmflow, wait_final, workdir
 from tests.integration.test_monitor import FLAKY
 

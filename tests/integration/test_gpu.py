@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from slurmflow import gpustats
-from slurmflow.model import JobState
+from slurmflow.gpu import stats as gpustats
+from slurmflow.slurm.types import JobState
 from tests.integration.test_launch import backend, launch_json, slurmflow, wait_final, workdir
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from slurmflow.backends import SlurmCLI
-from slurmflow.model import JobInfo, JobState
-from slurmflow.runner import SubprocessRunner
+from slurmflow.slurm.runner import SubprocessRunner
+from slurmflow.slurm.types import JobInfo, JobState
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

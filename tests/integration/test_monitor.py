@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from slurmflow.model import JobState
+from slurmflow.slurm.types import JobState
 from tests.integration.test_launch import backend, launch_json, slurmflow, wait_final, workdir
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from slurmflow import quota
+from slurmflow.slurm.accounting import SACCTMGR_FORMAT, parse_associations
 from tests.integration.test_launch import REPO, SHARED, count_jobs_by_name
 
 pytestmark = pytest.mark.integration
@@ -60,12 +60,12 @@ def bobdir(mini_cluster: str) -> Iterator[Path]:
 
 def limits(container: str) -> dict[tuple[str, str], Any]:
     out = subprocess.run(
-        ["docker", "exec", container, "sacctmgr", "--noheader", "--parsable2", "show", "assoc", quota.SACCTMGR_FORMAT],
+        ["docker", "exec", container, "sacctmgr", "--noheader", "--parsable2", "show", "assoc", SACCTMGR_FORMAT],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return {a.key: dict(a.limits) for a in quota.parse_associations(out)}
+    return {a.key: dict(a.limits) for a in parse_associations(out)}
 
 
 def write_quota(path: Path, text: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from slurmflow.model import JobState
+from slurmflow.slurm.types import JobState
 from tests.integration.test_launch import launch_json, wait_final, workdir
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from slurmflow.capabilities import SACCT_REQUIRED, SQUEUE_REQUIRED
-from slurmflow.model import JobState
+from slurmflow.slurm.capabilities import SACCT_REQUIRED, SQUEUE_REQUIRED
+from slurmflow.slurm.types import JobState
 from tests.integration.test_launch import backend, launch_json, slurmflow, wait_final, workdir
 
 pytestmark = [pytest.mark.integration, pytest.mark.smoke]

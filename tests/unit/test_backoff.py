@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from slurmflow.backoff import Backoff
+from slurmflow.slurm.backoff import Backoff
 
 
 class Down(Exception):

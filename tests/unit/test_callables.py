@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 from submitit.slurm import slurm as submitit_slurm
 
-from slurmflow import callables, sbatch
-from slurmflow.model import Checkpoint, DepKind, Edge, JobNode, JobSpec, Resources, Stage
+from slurmflow.model import Checkpoint, Edge, JobNode, Resources, Stage
+from slurmflow.planning import jobs
+from slurmflow.run import callables
+from slurmflow.slurm import sbatch
+from slurmflow.slurm.types import DepKind, JobSpec
 
 RES = Resources(
     partition="gpu",
@@ -40,9 +43,7 @@ def stage(**changes: Any) -> Stage:
 
 
 def spec_of(node: JobNode, st: Stage, **changes: Any) -> JobSpec:
-    spec = sbatch.node_spec(
-        node, st, {"prep": "11"}, run_id="r1", script="true", logs_dir="/runs/r1/logs", chdir="/proj"
-    )
+    spec = jobs.node_spec(node, st, {"prep": "11"}, run_id="r1", script="true", logs_dir="/runs/r1/logs", chdir="/proj")
     return dataclasses.replace(spec, **changes)
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from slurmflow import slurm_text as st
 from slurmflow.backends.slurm_cli import SlurmCLI
-from slurmflow.capabilities import (
+from slurmflow.errors import SlurmError
+from slurmflow.slurm import text as st
+from slurmflow.slurm.capabilities import (
     SACCT_REQUIRED,
     SQUEUE_FIELDS_2205,
     SQUEUE_REQUIRED,
@@ -18,8 +19,7 @@ from slurmflow.capabilities import (
     parse_long_options,
     parse_version,
 )
-from slurmflow.errors import SlurmError
-from slurmflow.runner import FunctionRunner
+from slurmflow.slurm.runner import FunctionRunner
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "slurm"
 VERSIONS = ("22.05", "24.11", "26.05")

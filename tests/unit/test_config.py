@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from slurmflow import config, sweep, trialcfg, units
 from slurmflow.errors import UsageError
-from slurmflow.model import DepKind
+from slurmflow.experiment import config, sweep, trialcfg
+from slurmflow.slurm import units
+from slurmflow.slurm.types import DepKind
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -95,8 +96,8 @@ def test_bad_input(cfgdir: Path, edit_from: str | None, edit_to: str | None, ove
         edit(cfgdir, edit_from, edit_to)
     with pytest.raises(UsageError) as info:
         exp = config.load(cfgdir, "config", overrides)
-        from slurmflow import planner
-        from slurmflow.model import ClusterInfo
+        from slurmflow.planning import planner
+        from slurmflow.slurm.types import ClusterInfo
 
         planner.plan(exp.name, exp.stages, sweep.count(exp.axes), ClusterInfo())
         config.validate_trials(exp, sweep.representatives(exp.axes))

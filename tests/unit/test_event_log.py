@@ -7,11 +7,11 @@ import json
 import multiprocessing
 from pathlib import Path
 
-from slurmflow import cli
 from slurmflow.backends import FakeSlurm
-from slurmflow.events import ActionFailed, Event, GpuIdle, Requeued, Submitted
-from slurmflow.status import summarise, to_dict
-from slurmflow.store import PIPE_BUF, RunStore, fit_line, plan_to_dict
+from slurmflow.cli import main as cli
+from slurmflow.monitoring.status import summarise, to_dict
+from slurmflow.rundir.events import ActionFailed, Event, GpuIdle, Requeued, Submitted
+from slurmflow.rundir.store import PIPE_BUF, RunStore, fit_line, plan_to_dict
 from tests.unit.test_status import PLAN
 
 

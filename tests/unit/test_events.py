@@ -11,9 +11,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from slurmflow import events
-from slurmflow.cancel import records
-from slurmflow.events import (
+from slurmflow.run.cancel import records
+from slurmflow.rundir import events
+from slurmflow.rundir.events import (
     KINDS,
     PIPE_BUF,
     ActionFailed,
@@ -37,8 +37,8 @@ from slurmflow.events import (
     Submitted,
     TickFailed,
 )
-from slurmflow.runstate import reduce
-from slurmflow.store import RunStore
+from slurmflow.rundir.state import reduce
+from slurmflow.rundir.store import RunStore
 
 T = 1796185402.5
 
@@ -210,14 +210,14 @@ def test_a_cancel_of_a_large_run_is_split_into_lines_that_fit() -> None:
 def test_the_module_imports_msgspec_and_the_standard_library_only() -> None:
     # Paid by every task on every compute node: no Hydra, no rich, nothing else of slurmflow.
     code = (
-        "import sys; before = set(sys.modules); import slurmflow.events; "
+        "import sys; before = set(sys.modules); import slurmflow.rundir.events; "
         "print(' '.join(sorted({m.split('.')[0] for m in set(sys.modules) - before} - set(sys.stdlib_module_names))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert set(out) - {"typing_extensions"} == {"msgspec", "slurmflow"}  # typing_extensions: msgspec's own
-    code = "import sys, slurmflow.events; print(' '.join(sorted(m for m in sys.modules if m.startswith('slurmflow'))))"
+    code = "import sys, slurmflow.rundir.events; print(' '.join(sorted(m for m in sys.modules if m.startswith('slurmflow'))))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["slurmflow", "slurmflow._version", "slurmflow.events"]
+    assert out == ["slurmflow", "slurmflow._version", "slurmflow.rundir", "slurmflow.rundir.events"]
 
 
 def test_structs_are_frozen() -> None:

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from slurmflow import gpustats
-from slurmflow.gpu import FakeSource, GpuIdentity, NvmlSource, Sampler, SourceUnavailable, select_gpus
-from slurmflow.gpustats import IdleDetector, Reading
+from slurmflow.gpu import stats as gpustats
+from slurmflow.gpu.sampler import FakeSource, GpuIdentity, NvmlSource, Sampler, SourceUnavailable, select_gpus
+from slurmflow.gpu.stats import IdleDetector, Reading
 from slurmflow.model import GpuSampling, IdleRule
 
 # A node whose NVML order differs from its /dev/nvidiaN numbering (it happens: NVML orders by PCI bus).
@@ -442,7 +442,7 @@ def test_downsample_keeps_at_most_n_bucket_means() -> None:
 
 
 def test_task_cache_is_used_while_it_describes_the_whole_file(tmp_path: Path) -> None:
-    from slurmflow import usage
+    from slurmflow.gpu import usage
 
     samples = tmp_path / "gpu.train.csv"
     samples.write_text(_log((0.0, [[100], [0]])))

@@ -7,14 +7,15 @@ import io
 import pytest
 from rich.console import Console
 
-from slurmflow import planner
-from slurmflow.budget import judge, submit_refusals
-from slurmflow.cli import say_budget
+from slurmflow.cli.main import say_budget
 from slurmflow.errors import AccountingUnavailable, ControllerFull, PolicyViolation, UsageError
-from slurmflow.launch import Prepared
-from slurmflow.limits import refusal_message
-from slurmflow.model import ClusterConfig, ClusterInfo, Resources, Stage
-from slurmflow.quota import Usage
+from slurmflow.model import Resources, Stage
+from slurmflow.planning import planner
+from slurmflow.planning.limits import refusal_message
+from slurmflow.quota.budget import judge, submit_refusals
+from slurmflow.run.launch import Prepared
+from slurmflow.slurm.accounting import Usage
+from slurmflow.slurm.types import ClusterConfig, ClusterInfo
 
 POLICY = PolicyViolation(
     ["sbatch"],
@@ -71,7 +72,7 @@ def test_a_qos_submit_limit_is_named() -> None:
 
 
 def test_a_campaign_bigger_than_max_job_count_or_the_ceiling_is_refused() -> None:
-    from slurmflow.limits import size_refusal
+    from slurmflow.planning.limits import size_refusal
 
     assert size_refusal(60_000, max_job_count=60_000, max_tasks=None) is None
     over = size_refusal(20_000_000, max_job_count=60_000, max_tasks=None)
@@ -81,7 +82,7 @@ def test_a_campaign_bigger_than_max_job_count_or_the_ceiling_is_refused() -> Non
 
 
 def test_submit_room_is_the_tightest_limit_of_the_charged_association() -> None:
-    from slurmflow.limits import submit_room
+    from slurmflow.planning.limits import submit_room
 
     usages = [
         Usage("lab-a", "", submit_limit=5000, jobs_submitted=4200),  # room 800

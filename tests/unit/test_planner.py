@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from slurmflow import planner
 from slurmflow.errors import UsageError
-from slurmflow.model import ClusterInfo, DepKind, Edge, Resources, Stage, StageDep
+from slurmflow.model import Edge, Resources, Stage, StageDep
+from slurmflow.planning import planner
+from slurmflow.slurm.types import ClusterInfo, DepKind
 
 CLUSTER = ClusterInfo(
     max_array_size=1001, partition_gpus={"gpu": 4, "cpu": 0}, default_partition="gpu", accounts=frozenset({"lab-a"})
@@ -153,7 +154,7 @@ def test_resource_hours(time: str, hours: float) -> None:
 
 
 def test_a_dotted_callable_is_located_without_running_its_package(tmp_path: Path) -> None:
-    from slurmflow.launch import _locate
+    from slurmflow.run.launch import _locate
 
     (tmp_path / "pkg" / "jobs").mkdir(parents=True)
     (tmp_path / "pkg" / "__init__.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from slurmflow.model import JobState, RetryPolicy
-from slurmflow.policy import Act, Observed, decide
+from slurmflow.model import RetryPolicy
+from slurmflow.monitoring.policy import Act, Observed, decide
+from slurmflow.slurm.types import JobState
 
 DEFAULT = RetryPolicy()
 
@@ -54,8 +55,8 @@ def test_no_requeue_jobs_are_given_up_not_requeued() -> None:
 
 
 def test_out_of_memory_bump() -> None:
-    from slurmflow.policy import scaled_mem
-    from slurmflow.units import megabytes
+    from slurmflow.monitoring.policy import scaled_mem
+    from slurmflow.slurm.units import megabytes
 
     retry = RetryPolicy(oom_mem_factor=2, oom_mem_cap="6G")
     d = decide(Observed(JobState.OUT_OF_MEMORY, mem="2G"), retry, 0)

@@ -8,9 +8,12 @@ from typing import Any
 
 import pytest
 
-from slurmflow import quota
 from slurmflow.errors import UsageError
-from slurmflow.model import DepKind, JobNode, Plan, Resources, Stage, StageDep
+from slurmflow.model import JobNode, Plan, Resources, Stage, StageDep
+from slurmflow.quota import file as quota
+from slurmflow.quota.fit import fit
+from slurmflow.slurm.accounting import Assoc, Usage, admin_refusal, is_admin, parse_assoc_mgr, parse_associations
+from slurmflow.slurm.types import DepKind
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "slurm" / "24.11"
 EXAMPLE: dict[str, Any] = {
@@ -63,7 +66,7 @@ def test_bad_quota_files(doc: Any, needle: str) -> None:
 
 
 def test_associations_parsed_from_recorded_sacctmgr() -> None:
-    assocs = {a.key: a for a in quota.parse_associations((FIXTURES / "sacctmgr_show_assoc_limits.txt").read_text())}
+    assocs = {a.key: a for a in parse_associations((FIXTURES / "sacctmgr_show_assoc_limits.txt").read_text())}
     assert assocs[("lab-a", "")].limits == {
         "gpus": 6,
         "gpu_hours": 30000,
@@ -75,14 +78,14 @@ def test_associations_parsed_from_recorded_sacctmgr() -> None:
         assocs[("lab-a", "alice")].limits["gpus"] == 4 and assocs[("lab-a", "alice")].limits["max_submit_jobs"] == 4000
     )
     assert assocs[("lab-b", "bob")].limits["gpus"] is None
-    assert quota.parse_associations("other|lab-a||||||||normal\n", "mini") == []
+    assert parse_associations("other|lab-a||||||||normal\n", "mini") == []
 
 
 def test_applied_file_diffs_to_nothing_and_a_fresh_cluster_to_exact_commands() -> None:
     q = quota.parse_file(EXAMPLE)
-    applied = quota.parse_associations((FIXTURES / "sacctmgr_show_assoc_limits.txt").read_text())
+    applied = parse_associations((FIXTURES / "sacctmgr_show_assoc_limits.txt").read_text())
     assert quota.diff(q, applied, ["normal"]) == []  # idempotent
-    fresh = [quota.Assoc(a.account, a.user, {f: None for f in quota.FIELDS if f != "qos"}) for a in applied]
+    fresh = [Assoc(a.account, a.user, {f: None for f in quota.FIELDS if f != "qos"}) for a in applied]
     argvs = quota.commands(quota.diff(q, fresh), "mini")
     assert argvs == [
         [
@@ -132,7 +135,7 @@ def test_applied_file_diffs_to_nothing_and_a_fresh_cluster_to_exact_commands() -
 
 
 def test_unknown_account_user_or_qos_is_refused() -> None:
-    applied = quota.parse_associations((FIXTURES / "sacctmgr_show_assoc_limits.txt").read_text())
+    applied = parse_associations((FIXTURES / "sacctmgr_show_assoc_limits.txt").read_text())
     with pytest.raises(UsageError, match=r"accounts\.lab-z: no such account in Slurm"):
         quota.diff(quota.parse_file({"accounts": {"lab-z": {"gpus": 1}}}), applied)
     with pytest.raises(UsageError, match="bob has no association with account lab-a"):
@@ -142,7 +145,7 @@ def test_unknown_account_user_or_qos_is_refused() -> None:
 
 
 def test_live_usage_from_recorded_assoc_mgr() -> None:
-    usage = {(u.account, u.user): u for u in quota.parse_assoc_mgr((FIXTURES / "assoc_mgr_limits.txt").read_text())}
+    usage = {(u.account, u.user): u for u in parse_assoc_mgr((FIXTURES / "assoc_mgr_limits.txt").read_text())}
     account, alice = usage[("lab-a", "")], usage[("lab-a", "alice")]
     # alice runs one 2-GPU job with a 10-minute limit (20 GPU-minutes committed).
     assert (account.gpus_limit, account.gpus_in_use, account.gpu_minutes_limit) == (6, 2, 30000)
@@ -172,21 +175,21 @@ def _plan(trials: int, gpus: int, time: str, max_parallel: int | None = None) ->
 
 def test_fit_against_the_tightest_budget_and_cap() -> None:
     usage = [
-        quota.Usage("lab-b", "", gpus_limit=2, gpus_in_use=1, gpu_minutes_limit=600, gpu_minutes_used=500),
-        quota.Usage("lab-b", "bob", gpu_minutes_limit=6000, gpu_minutes_used=10),
+        Usage("lab-b", "", gpus_limit=2, gpus_in_use=1, gpu_minutes_limit=600, gpu_minutes_used=500),
+        Usage("lab-b", "bob", gpu_minutes_limit=6000, gpu_minutes_used=10),
     ]
-    f = quota.fit(_plan(6, 1, "00:30:00"), "lab-b", "bob", usage)
+    f = fit(_plan(6, 1, "00:30:00"), "lab-b", "bob", usage)
     assert (f.gpu_hours, f.peak_gpus, f.gpus_cap, f.gpus_in_use) == (3.0, 6, 2, 1)
     assert f.gpu_hours_left == pytest.approx(100 / 60) and f.budget_by == "account lab-b"
     assert f.over_budget and f.throttled
     assert "needs up to 3.00 GPU-hours" in f.refusal() and "1.67 GPU-hours of budget left" in f.refusal()
     assert "--force" in f.refusal() and "about 3 waves" in f.warning()
-    small = quota.fit(_plan(2, 1, "00:30:00", max_parallel=1), "lab-b", "bob", usage)
+    small = fit(_plan(2, 1, "00:30:00", max_parallel=1), "lab-b", "bob", usage)
     assert not small.over_budget and small.peak_gpus == 1 and not small.throttled
-    free = quota.fit(_plan(100, 4, "1-00:00:00"), "lab-a", "alice", usage)
+    free = fit(_plan(100, 4, "1-00:00:00"), "lab-a", "alice", usage)
     assert free.gpu_hours == 9600 and not free.over_budget and not free.throttled
 
 
 def test_admin_levels() -> None:
-    assert quota.is_admin("Administrator") and quota.is_admin("Operator") and not quota.is_admin("None")
-    assert "needs AdminLevel Operator or Administrator" in quota.admin_refusal("bob", "None")
+    assert is_admin("Administrator") and is_admin("Operator") and not is_admin("None")
+    assert "needs AdminLevel Operator or Administrator" in admin_refusal("bob", "None")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from slurmflow import config
+from slurmflow.experiment import config
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 BLOCKS = re.findall(r"```yaml\n(.*?)```", README, re.S)

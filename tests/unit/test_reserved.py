@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 
-from slurmflow import config, sbatch
 from slurmflow.errors import UsageError
+from slurmflow.experiment import config
 from slurmflow.model import JobNode
+from slurmflow.planning import jobs
+from slurmflow.slurm import sbatch
 
 
 def stage(extra: list[Any], **more: Any) -> dict[str, Any]:
@@ -85,7 +87,7 @@ def test_a_space_inside_the_option_name_is_refused() -> None:
 def test_allowed_extra_never_overrides_the_planners_options() -> None:
     """Whatever passes validation, the planner's job name, array, dependency and log stay."""
     parsed = config.parse_stage("train", stage(["--nice=10", "--exclusive"]))
-    spec = sbatch.node_spec(
+    spec = jobs.node_spec(
         JobNode("train.0", "train", size=4, array=True),
         parsed,
         {},

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import time
 
-from slurmflow import planner
 from slurmflow.backends import FakeSlurm
-from slurmflow.events import (
+from slurmflow.model import Plan, Stage, StageDep
+from slurmflow.planning import planner
+from slurmflow.rundir.events import (
     ActionFailed,
     Cancelled,
     ControllerBusy,
@@ -28,8 +29,8 @@ from slurmflow.events import (
     Submitted,
     TickFailed,
 )
-from slurmflow.model import DepKind, Plan, Stage, StageDep
-from slurmflow.runstate import reduce, task_index
+from slurmflow.rundir.state import reduce, task_index
+from slurmflow.slurm.types import DepKind
 
 
 def plan() -> Plan:

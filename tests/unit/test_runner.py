@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from slurmflow.errors import CommandError, CommandNotFound, CommandTimeout
-from slurmflow.runner import Completed, FunctionRunner, SubprocessRunner
+from slurmflow.slurm.runner import Completed, FunctionRunner, SubprocessRunner
 
 
 def test_runs_argv_without_a_shell() -> None:

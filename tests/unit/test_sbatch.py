@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from slurmflow import sbatch
 from slurmflow.errors import UsageError
-from slurmflow.model import DepClause, Dependency, DepKind, JobSpec
+from slurmflow.planning import jobs
+from slurmflow.slurm import sbatch
+from slurmflow.slurm.types import DepClause, Dependency, DepKind, JobSpec
 
 
 def test_dependency_rendering() -> None:
@@ -120,8 +121,8 @@ def test_environment_names_are_checked() -> None:
 
 
 def test_callable_stage_parameters_for_submitit() -> None:
-    from slurmflow import callables
     from slurmflow.model import JobNode, Resources
+    from slurmflow.run import callables
 
     res = Resources(partition="gpu", gpus=2, cpus=4, mem="8G", time="01:30:00", account="lab-a")
     node = JobNode("score.0", "score", size=1001, array=True, throttle=10)
@@ -174,7 +175,7 @@ def test_node_spec_signal_and_appended_logs() -> None:
     from slurmflow.model import Checkpoint, JobNode, Stage
 
     stage = Stage("train", command="x", per_trial=True, checkpoint=Checkpoint(signal="USR2", seconds=90))
-    spec = sbatch.node_spec(
+    spec = jobs.node_spec(
         JobNode("train.0", "train", size=4, array=True),
         stage,
         {},
@@ -185,7 +186,7 @@ def test_node_spec_signal_and_appended_logs() -> None:
     )
     argv = sbatch.argv(spec)
     assert "--signal=B:USR2@90" in argv and "--open-mode=append" in argv and "--output=/r/logs/train.0/%a.out" in argv
-    plain = sbatch.node_spec(
+    plain = jobs.node_spec(
         JobNode("p", "p"), Stage("p", command="x"), {}, run_id="r", script="true", logs_dir="/r/logs", chdir="/p"
     )
     assert plain.signal is None and plain.output == "/r/logs/p/job.out"

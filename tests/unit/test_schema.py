@@ -9,10 +9,14 @@ from typing import Any
 import pytest
 import yaml
 
-from slurmflow import config, planner, quota, sweep, trialcfg, units
 from slurmflow.errors import UsageError
-from slurmflow.model import ClusterInfo
-from slurmflow.stages import parse_stage
+from slurmflow.experiment import config, sweep, trialcfg
+from slurmflow.experiment.stages import parse_stage
+from slurmflow.planning import planner
+from slurmflow.quota import file as quota
+from slurmflow.quota.fit import stage_gpu_hours
+from slurmflow.slurm import units
+from slurmflow.slurm.types import ClusterInfo
 
 
 def write_experiment(tmp_path: Path, doc: dict[str, Any]) -> Path:
@@ -81,7 +85,7 @@ def test_no_time_limit_is_unbounded_in_the_budget(tmp_path: Path, limit: object)
     assert exp.stages["train"].resources.time == units.UNLIMITED
     plan = planner.plan(exp.name, exp.stages, sweep.count(exp.axes), ClusterInfo())
     assert plan.gpu_hours == 0 and plan.gpu_hours_unbounded == ("train",)
-    assert quota.stage_gpu_hours(plan) == {}
+    assert stage_gpu_hours(plan) == {}
 
 
 def test_stages_written_as_a_list_get_the_reason(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from slurmflow import trialcfg
 from slurmflow.errors import UsageError
+from slurmflow.experiment import trialcfg
 
 # Prints its arguments as a Python list: what the program got, exactly.
 PRINTER = f"{shlex.quote(sys.executable)} -c 'import sys; print(repr(sys.argv[1:]))'"

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from slurmflow.backends.slurm_cli import SlurmCLI
-from slurmflow.capabilities import SACCT_REQUIRED, SQUEUE_REQUIRED, Capabilities
 from slurmflow.errors import ControllerUnavailable, SlurmError, SubmissionAmbiguous
-from slurmflow.model import Dependency, DepKind, JobSpec, JobState
-from slurmflow.runner import FunctionRunner, SubprocessRunner
+from slurmflow.slurm.capabilities import SACCT_REQUIRED, SQUEUE_REQUIRED, Capabilities
+from slurmflow.slurm.runner import FunctionRunner, SubprocessRunner
+from slurmflow.slurm.types import Dependency, DepKind, JobSpec, JobState
 
 FIX = Path(__file__).parent.parent / "fixtures" / "slurm" / "24.11"
 

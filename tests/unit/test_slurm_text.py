@@ -4,8 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from slurmflow import slurm_text as st
-from slurmflow.capabilities import SACCT_REQUIRED, SQUEUE_REQUIRED
 from slurmflow.errors import (
     AccountingUnavailable,
     CommandError,
@@ -16,7 +14,9 @@ from slurmflow.errors import (
     PolicyViolation,
     SubmissionAmbiguous,
 )
-from slurmflow.model import JobInfo, JobState
+from slurmflow.slurm import text as st
+from slurmflow.slurm.capabilities import SACCT_REQUIRED, SQUEUE_REQUIRED
+from slurmflow.slurm.types import JobInfo, JobState
 
 FIX = Path(__file__).parent.parent / "fixtures" / "slurm" / "24.11"
 # The fields the first 24.11 fixtures were recorded with (squeue before RestartCnt was asked for).

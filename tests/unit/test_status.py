@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from slurmflow import planner
-from slurmflow.model import ClusterInfo, DepKind, JobInfo, JobState, Resources, Stage, StageDep
-from slurmflow.status import explain, summarise, to_dict
+from slurmflow.model import Resources, Stage, StageDep
+from slurmflow.monitoring.status import explain, summarise, to_dict
+from slurmflow.planning import planner
+from slurmflow.slurm.types import ClusterInfo, DepKind, JobInfo, JobState
 
 STAGES = {
     "train": Stage("train", command="t", per_trial=True, resources=Resources(gpus=1)),
@@ -88,7 +89,7 @@ def test_explain() -> None:
 
 
 def test_exit_codes_keep_the_signal() -> None:
-    from slurmflow.status import exit_text
+    from slurmflow.monitoring.status import exit_text
 
     assert exit_text(1, 0) == "1" and exit_text(0, 0) == "0" and exit_text(None, None) == "-"
     assert exit_text(0, 53) == "signal 53"  # 22.05's launch failure: 0:53 is not a success
@@ -96,7 +97,7 @@ def test_exit_codes_keep_the_signal() -> None:
 
 
 def test_a_launch_failure_is_said_in_words() -> None:
-    from slurmflow.status import launch_failed
+    from slurmflow.monitoring.status import launch_failed
 
     assert launch_failed(JobState.FAILED, "JobLaunchFailure")
     assert launch_failed(JobState.FAILED, None, 53)  # sacct, after the controller forgot the reason

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from slurmflow import sweep
-from slurmflow.sweep import Axis
+from slurmflow.experiment import sweep
+from slurmflow.experiment.sweep import Axis
 
 
 def test_expand_in_multirun_order_with_stable_ids() -> None:

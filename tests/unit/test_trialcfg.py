@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from slurmflow import config, sweep, trialcfg
-from slurmflow.launch import _axis_values
+from slurmflow.experiment import config, sweep, trialcfg
+from slurmflow.run.launch import _axis_values
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from slurmflow import views
 from slurmflow.backends import FakeSlurm
-from slurmflow.launch import prepare
+from slurmflow.cli import views
+from slurmflow.run.launch import prepare
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,3 @@
+"""The command line: argument parsing, one library call per command, and rendering with rich.
+No decisions live here.
+"""

@@ -1,0 +1,333 @@
+"""The only module that composes Hydra configs: experiments in, validated model types out.
+
+A launch composes the experiment ONCE (with the non-sweep overrides), parses sweep overrides
+with Hydra's own grammar (`a,b`, `range()`, `choice()`, `glob()`), and composes one
+representative per distinct config-group choice to validate the sweep. Each task composes its
+own trial config in the job, from a snapshot of the config directory (about 95 ms a compose:
+10,000 trials composed at plan time would take 16 minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Glob, Override, QuotedString, Sweep, Transformer, ValueType
+from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from slurmflow.errors import UsageError
+from slurmflow.experiment import trialcfg
+from slurmflow.experiment.stages import NAME, parse_stage
+from slurmflow.experiment.sweep import Axis
+from slurmflow.model import Stage
+
+__all__ = ["Experiment", "load", "parse_overrides", "parse_stage", "to_yaml", "trial_config", "validate_trials"]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A composed, validated experiment."""
+
+    name: str
+    config_dir: Path
+    config_name: str
+    base_overrides: tuple[str, ...]
+    axes: tuple[Axis, ...]
+    stages: Mapping[str, Stage]
+    config: Any  # the base DictConfig (sweep keys at their defaults)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def parse_overrides(overrides: Sequence[str]) -> list[Override]:
+    parser = OverridesParser.create()
+    out = []
+    for line in overrides:
+        try:
+            out.extend(parser.parse_overrides([line]))
+        except OverrideParseException as exc:
+            raise UsageError(_override_error(line, exc)) from None
+        except HydraException as exc:
+            raise UsageError(f"override {line!r}: {_one_line(exc)}") from None
+    return out
+
+
+def _override_error(line: str, exc: OverrideParseException) -> str:
+    key, eq, value = line.partition("=")
+    if not eq and not line.startswith("~"):
+        return f"override {line!r}: expected key=value (or +key=value, ~key)"
+    if not re.fullmatch(r"[+~]{0,2}[\w.@/-]+", key, re.ASCII):
+        return f"override {line!r}: {key!r} is not a config key (letters, digits, _ and . between names)"
+    if "\n" in value or "\r" in value:
+        return f"override {line!r}: the value holds a line break; put it in the config file instead"
+    if any(ord(c) > 127 for c in value) and not value.strip().startswith(("'", '"')):
+        return f"override {line!r}: Hydra reads non-ASCII text only in quotes: write {key}='{value}'"
+    # Hydra's message without the name of its parser's exception class.
+    said = re.sub(r"^\w+(Exception|Error): ", "", _one_line(exc))
+    return (
+        f"override {line!r}: not valid in Hydra's override grammar ({said}); "
+        "quote a value holding spaces, commas or symbols"
+    )
+
+
+def hydra_value(value: Any) -> str:
+    """A YAML value as Hydra override text that parses back to exactly that value: strings are
+    quoted, so 'a,b' stays one value and 'c d' keeps its space."""
+    if isinstance(value, str):
+        # Hydra's quoted strings: a backslash escapes only a quote or the backslashes before one.
+        body = re.sub(r"(\\*)('|\Z)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
+        return f"'{body}'"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
+    raise UsageError(f"sweep value {value!r}: not a YAML scalar, list or mapping")
+
+
+def _axis(ov: Override, config_dir: Path) -> Axis:
+    key = ov.key_or_group
+    group_dir = config_dir / key.replace(".", "/")
+    group = group_dir.is_dir()
+    if not ov.is_sweep_override():  # a sweep block entry with one value
+        value = ov.get_value_element_as_str()
+        return Axis(key, (value,), group, None if group else (_plain(ov.value()),))
+    if ov.value_type == ValueType.INTERVAL_SWEEP:
+        raise UsageError(f"sweep {key}: interval() needs an optimising sweeper; list values or use range()")
+    if ov.value_type == ValueType.GLOB_CHOICE_SWEEP:
+        if not group:
+            raise UsageError(f"sweep {key}: glob() selects config-group options, and {key} is not a config group")
+        options = sorted(p.stem for p in group_dir.glob("*.yaml"))
+        glob = ov.value()
+        assert isinstance(glob, Glob)
+        values = list(glob.filter(options))
+        typed = None
+    else:
+        # One pass (a shuffle() sweep must give the strings and the typed values in one order):
+        # the strings go into trials' overrides, the values as Hydra types them (0.3, 'a b', [1, 2])
+        # are what the job sets (trialcfg.py).
+        try:
+            elements = list(ov.sweep_iterator())
+        except ValueError as exc:  # range(0, 3, 0)
+            raise UsageError(f"sweep {key}: {_one_line(exc)}") from None
+        if any(isinstance(e, Sweep) for e in elements):
+            raise UsageError(
+                f"sweep {key}: a range() or choice() cannot be one value among others: sweep one or list values"
+            )
+        values = [Transformer.str(e) for e in elements]
+        typed = None if group else tuple(_plain(e) for e in elements)
+    if not values:
+        raise UsageError(f"sweep {key}: yields no values; give at least one")
+    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if twice is not None:
+        raise UsageError(f"sweep {key}: the value {twice} is given twice: two trials would be the same one")
+    prefix = "++" if ov.is_force_add() else "+" if ov.is_add() else ""
+    return Axis(key, tuple(values), group, typed, prefix)
+
+
+def _plain(value: Any) -> Any:
+    """A parsed override value as Hydra applies it: quoted strings become their text."""
+    if isinstance(value, QuotedString):
+        return value.text
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _compose(config_dir: Path, config_name: str, overrides: Sequence[str]) -> DictConfig:
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base=None, job_name="slurmflow"):
+            return compose(config_name=config_name, overrides=list(overrides))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = _one_line(exc) if getattr(exc, "problem", None) is None else str(exc.problem)  # type: ignore[attr-defined]
+        raise UsageError(f"malformed YAML in {config_dir}{where}: {problem}; fix the file") from None
+    except RecursionError:
+        raise UsageError(f"a config file in {config_dir} is nested too deeply: flatten it") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"a config file in {config_dir} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    except MissingConfigException as exc:
+        missing = exc.missing_cfg_file or ""
+        if missing == config_name or not exc.options:
+            raise UsageError(
+                f"config {config_name!r} not found in {config_dir}: check -cd/--config-dir and -cn/--config-name"
+            ) from None
+        group = missing.rpartition("/")[0]
+        raise UsageError(
+            f"config group {group}: no option {missing.rpartition('/')[2]!r}; choose one of {', '.join(exc.options)}"
+        ) from None
+    except OverrideParseException as exc:
+        raise UsageError(_override_error(exc.override or "", exc)) from None
+    except (HydraException, OmegaConfBaseException) as exc:
+        cause = exc.__cause__
+        if isinstance(cause, yaml.YAMLError):
+            raise UsageError(f"malformed YAML: {_one_line(cause)}; fix the file") from None
+        missing_key = _missing_key(exc, [o.split("=", 1)[0].lstrip("+~") for o in overrides])
+        if isinstance(exc, ConfigCompositionException) and missing_key is not None:
+            raise UsageError(
+                f"override {missing_key}: no such key in the config; fix the name, or add it with +{missing_key}=..."
+            ) from None
+        raise UsageError(f"config: {_one_line(exc)}") from None
+
+
+def _missing_key(exc: BaseException, keys: Sequence[str]) -> str | None:
+    """The missing key behind a composition error: OmegaConf's full key of the node it could not
+    find, widened to the override's key that reached it (`a.b` for `a.b=1` or `a={b: 1}`)."""
+    inner: BaseException | None = exc
+    while inner is not None:
+        if isinstance(inner, (ConfigKeyError, ConfigAttributeError)) and inner.full_key:
+            full = str(inner.full_key)
+            related = [k for k in keys if k == full or k.startswith(full + ".") or full.startswith(k + ".")]
+            return max([full, *related], key=len)
+        inner = inner.__cause__
+    return None
+
+
+def _sweep_block(block: object, cli_keys: set[str]) -> list[Override]:
+    """The config's `sweep:` block as overrides. A list value is a list of values, each one value
+    whatever it contains; a string value is Hydra's sweep syntax (`1e-3,3e-4`, `range(0,3)`)."""
+    if block is None:
+        return []
+    if not isinstance(block, dict):
+        raise UsageError("sweep: expected a mapping of key: values (e.g. model.lr: [1e-3, 3e-4])")
+    lines = []
+    for key, value in block.items():
+        if key in cli_keys:
+            continue
+        if isinstance(value, list):
+            if not value:
+                raise UsageError(f"sweep.{key}: an empty list yields no trials; give at least one value")
+            text = ",".join(hydra_value(v) for v in value)
+        elif isinstance(value, dict):
+            raise UsageError(f"sweep.{key}: expected a list of values or Hydra sweep text, not a mapping")
+        else:
+            text = value if isinstance(value, str) else hydra_value(value)
+        lines.append(f"{key}={text}")
+    return parse_overrides(lines)
+
+
+def _stage_fields(cfg: DictConfig, name: str, raw: Any, swept: set[str]) -> Any:
+    """A stage's fields with their interpolations resolved (`gpus: ${model.gpus}`), except the
+    command, which is resolved per trial. A field may not depend on a swept key: one stage is one
+    job array, the same for every trial."""
+    if not isinstance(raw, dict):
+        return raw
+    out = dict(raw)
+    for key, value in raw.items():
+        if key in ("command", "argv") or "${" not in json.dumps(value, default=str):
+            continue
+        text = json.dumps(value, default=str)
+        for axis in swept:
+            if re.search(r"\$\{\s*" + re.escape(axis) + r"\s*\}", text):
+                raise UsageError(
+                    f"stages.{name}.{key}: depends on the swept key {axis}; a stage's settings are the same "
+                    "for every trial (one job array): sweep a value the command uses instead"
+                )
+        try:
+            node = cfg.stages[name][key]
+            out[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        except OmegaConfBaseException as exc:
+            raise UsageError(f"stages.{name}.{key}: cannot resolve {value!r}: {_one_line(exc)}") from None
+    return out
+
+
+def load(config_dir: Path, config_name: str, overrides: Sequence[str]) -> Experiment:
+    """Compose, split sweeps off, validate. Raises UsageError with a one-line message."""
+    config_dir = config_dir.resolve()
+    if not config_dir.is_dir():
+        raise UsageError(f"config directory {config_dir} does not exist: pass -cd/--config-dir")
+    parsed = parse_overrides(overrides)
+    base = [o.input_line for o in parsed if not o.is_sweep_override()]
+    cfg = _compose(config_dir, config_name, [b for b in base if b is not None])
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(raw, dict)
+
+    # The config's own sweep block, then the command line: a key given on the command line
+    # (swept or fixed) replaces the config's sweep of that key, as in Hydra's --multirun.
+    cli_keys = {o.key_or_group for o in parsed}
+    sweeps = _sweep_block(raw.get("sweep"), cli_keys) + [o for o in parsed if o.is_sweep_override()]
+    axes = tuple(_axis(o, config_dir) for o in sweeps)
+
+    stages_raw = raw.get("stages")
+    if isinstance(stages_raw, list):
+        raise UsageError("stages: written as a list; write a mapping of stage name -> stage (train: {command: ...})")
+    if stages_raw is not None and not isinstance(stages_raw, dict):
+        raise UsageError("stages: expected a mapping of stage name -> stage (train: {command: ...})")
+    if not stages_raw:
+        raise UsageError("stages: the experiment defines no stages; add at least one under stages:")
+    swept = {a.key for a in axes}
+    stages = {
+        str(name): parse_stage(str(name), _stage_fields(cfg, str(name), body, swept))
+        for name, body in stages_raw.items()
+    }
+    name = raw.get("name") or config_name
+    if not isinstance(name, str) or not NAME.match(unicodedata.normalize("NFC", name)) or not name.isascii():
+        raise UsageError(f"name: {name!r} must be up to 64 letters, digits, _ and -, starting with a letter")
+    return Experiment(name, config_dir, config_name, tuple(b for b in base if b), axes, stages, cfg)
+
+
+def validate_trials(exp: Experiment, representatives: Sequence[Sequence[str]]) -> None:
+    """Compose one representative trial per distinct config-group choice and resolve every stage
+    command in it: an unknown sweep key or a broken interpolation fails here, before submission."""
+    group_keys = {a.key for a in exp.axes if a.group}
+    for overrides in representatives:
+        if any(o.split("=", 1)[0].lstrip("+~") in group_keys for o in overrides):
+            cfg = _compose(exp.config_dir, exp.config_name, [*exp.base_overrides, *overrides])
+        else:
+            # Only values change: set them on the config composed at load (a compose costs ~0.1 s).
+            cfg = _with_values(exp.config, overrides)
+        for stage in exp.stages.values():
+            if stage.command is not None or stage.argv is not None:
+                field = "command" if stage.command is not None else "argv"
+                try:
+                    trialcfg.stage_argv(stage.command, stage.argv, cfg)
+                except UsageError as exc:
+                    raise UsageError(f"stages.{stage.name}.{field}: {exc}") from None
+
+
+_ABSENT = object()
+
+
+def _with_values(base: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """The base config with `key=value` overrides applied, checked as Hydra would: a key must exist
+    unless added with `+`; values are parsed by Hydra's grammar."""
+    cfg = OmegaConf.create(OmegaConf.to_container(base, resolve=False))
+    assert isinstance(cfg, DictConfig)
+    for ov in parse_overrides(overrides):
+        key = ov.key_or_group
+        if not ov.is_add() and OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False) is _ABSENT:
+            raise UsageError(f"sweep {key}: no such key in the config; fix the name, or add it with +{key}=...")
+        OmegaConf.update(cfg, key, ov.value(), force_add=True)
+    return cfg
+
+
+def trial_config(exp_dir: Path, config_name: str, overrides: Sequence[str]) -> DictConfig:
+    """A trial's config, composed from a snapshot of the config directory (in the job)."""
+    return _compose(exp_dir, config_name, overrides)
+
+
+def to_yaml(cfg: DictConfig | ListConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=False)

@@ -1,0 +1,266 @@
+"""A launch from config to queue: prepare (compose, expand, plan, validate), write the run
+directory, submit. The CLI is a thin layer over these three steps."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import importlib.machinery
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import secrets
+import shlex
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slurmflow.backends.base import Backend
+from slurmflow.errors import (
+    CommandError,
+    ControllerFull,
+    PolicyViolation,
+    SlurmflowError,
+    SubmissionRefused,
+    UsageError,
+)
+from slurmflow.experiment import config, sweep, trialcfg
+from slurmflow.model import JobNode, Plan
+from slurmflow.planning import planner
+from slurmflow.run import callables
+from slurmflow.run.submitter import Context, Progress, submit
+from slurmflow.rundir.store import RunStore, plan_to_dict
+from slurmflow.slurm.runner import SubprocessRunner
+from slurmflow.slurm.types import ClusterInfo, JobSpec
+
+PACKAGES = ("slurmflow", "hydra-core", "omegaconf", "rich", "submitit", "nvidia-ml-py")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    experiment: config.Experiment
+    plan: Plan
+    cluster: ClusterInfo
+
+
+def prepare(
+    config_dir: Path,
+    config_name: str,
+    overrides: Sequence[str],
+    cluster: ClusterInfo,
+    *,
+    max_array_size: int | None = None,
+    max_tasks: int | None = None,
+    cwd: Path | None = None,
+) -> Prepared:
+    """Everything that can reject a launch, before anything is written or submitted."""
+    exp = config.load(config_dir, config_name, overrides)
+    for stage in exp.stages.values():
+        if stage.callable is not None:
+            _check_callable(stage.name, stage.callable, cwd or Path.cwd())
+    plan = planner.plan(exp.name, exp.stages, sweep.count(exp.axes), cluster, max_array_size=max_array_size)
+    config.validate_trials(exp, sweep.representatives(exp.axes))
+    from slurmflow.planning.limits import size_refusal
+
+    refusal = size_refusal(plan.tasks(), max_job_count=cluster.max_job_count, max_tasks=max_tasks)
+    if refusal:
+        raise UsageError(refusal)
+    return Prepared(exp, plan, cluster)
+
+
+def _check_callable(stage: str, target: str, cwd: Path) -> None:
+    """The module must be importable from the launch directory (jobs run from there); it is
+    located, not imported: importing user code at plan time could have side effects."""
+    module = target.partition(":")[0]
+    found = _locate(module, [str(cwd), *sys.path])
+    if found is None:
+        raise UsageError(f"stages.{stage}.callable: no module {module!r} importable from {cwd}: check the name")
+
+
+def _locate(module: str, path: Sequence[str]) -> importlib.machinery.ModuleSpec | None:
+    """A module's spec found on `path` package by package, never executing a package's
+    __init__ (importlib.util.find_spec imports the parents of a dotted name)."""
+    parts = module.split(".")
+    if parts[0] in sys.builtin_module_names:
+        return importlib.util.find_spec(parts[0]) if len(parts) == 1 else None
+    spec = importlib.machinery.PathFinder.find_spec(parts[0], list(path))
+    for i in range(1, len(parts)):
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[: i + 1]), list(spec.submodule_search_locations))
+    return spec
+
+
+def _git(cwd: Path) -> dict[str, Any]:
+    runner = SubprocessRunner(timeout=30)
+    try:
+        top = runner.run(["git", "-C", str(cwd), "rev-parse", "--show-toplevel"]).stdout.strip()
+        commit = runner.run(["git", "-C", top, "rev-parse", "HEAD"], check=False).stdout.strip() or None
+        diff = runner.run(["git", "-C", top, "diff", "HEAD"], check=False).stdout
+        status = runner.run(["git", "-C", top, "status", "--porcelain"], check=False).stdout
+    except CommandError:
+        return {"repository": None}
+    return {
+        "repository": top,
+        "commit": commit,
+        "dirty": bool(status.strip()),
+        "status": status,
+        "diff": diff,
+    }
+
+
+def provenance(prep: Prepared, cwd: Path, argv: Sequence[str], now: float) -> dict[str, Any]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "argv": list(argv),
+        "cwd": str(cwd),
+        "user": getpass.getuser(),
+        "host": socket.gethostname(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(now)),
+        "python": sys.version,
+        "platform": platform.platform(),
+        "packages": versions,
+        "slurm_version": prep.cluster.version,
+        "git": _git(cwd),
+    }
+
+
+def new_run_id(name: str, now: float) -> str:
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}-{secrets.token_hex(2)}"
+
+
+def check_runs_dir(runs_dir: Path) -> None:
+    """A runs directory a run can be created in, or a one-line UsageError (before anything is written)."""
+    probe = runs_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"--runs-dir {runs_dir}: {probe} is not a directory: name a directory (or a new path)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"--runs-dir {runs_dir}: {probe} is not writable by you: choose another directory")
+
+
+def write_run(
+    prep: Prepared,
+    runs_dir: Path,
+    *,
+    cwd: Path,
+    python: str,
+    argv: Sequence[str],
+    clock: Callable[[], float] = time.time,
+) -> RunStore:
+    now = clock()
+    exp = prep.experiment
+    check_runs_dir(runs_dir)
+    store = RunStore.create(runs_dir.resolve(), new_run_id(exp.name, now))
+    store.snapshot_config(exp.config_dir, runs_dir=runs_dir)  # never the runs, wherever they are
+    store.write_text("experiment.yaml", config.to_yaml(exp.config))
+    store.write_json(
+        "launch.json",
+        {
+            "config_name": exp.config_name,
+            "base_overrides": list(exp.base_overrides),
+            "cwd": str(cwd),
+            "python": python,
+            "axes": [{"key": a.key, "values": list(a.values), "group": a.group} for a in exp.axes],
+            # Set by each task on experiment.yaml without Hydra; null: the task composes (trialcfg.py).
+            "values": _axis_values(exp),
+        },
+    )
+    store.write_manifest(sweep.expand(exp.axes))
+    store.write_json("plan.json", plan_to_dict(prep.plan))
+    store.write_json("provenance.json", provenance(prep, cwd, argv, now))
+    return store
+
+
+def _axis_values(exp: config.Experiment) -> list[list[Any]] | None:
+    """Each axis's typed values, when every trial's config is experiment.yaml plus values."""
+    out: list[list[Any]] = []
+    for axis in exp.axes:
+        if axis.group or axis.typed is None or not all(trialcfg.json_exact(v) for v in axis.typed):
+            return None
+        out.append([axis.key, list(axis.typed)])
+    return out
+
+
+def context(store: RunStore, *, hold: bool = False, submitit: bool = False, plan: Plan | None = None) -> Context:
+    launch = store.read_json("launch.json")
+    python, root = launch["python"], str(store.root)
+    plan = plan or store.plan()
+
+    def submit_callable(node: JobNode, spec: JobSpec) -> str:
+        res = plan.stages[node.stage].resources
+        return callables.submit(spec, node, res, run_dir=store.root, python=python, hold=hold)
+
+    def script(node: JobNode) -> str:
+        return f"exec {shlex.quote(python)} -m slurmflow.job {shlex.quote(root)} {shlex.quote(node.key)}"
+
+    return Context(
+        run_id=store.run_id,
+        script=script,
+        logs_dir=str(store.path("logs")),
+        chdir=launch["cwd"],
+        hold=hold,
+        submit_callable=submit_callable if submitit else None,
+    )
+
+
+def submit_run(
+    store: RunStore,
+    backend: Backend,
+    *,
+    resume: bool = False,
+    hold: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, str]:
+    # submitit runs sbatch itself, so it is used only where Slurm's commands run directly.
+    submitit = backend.runs_submitit
+    with store.lock():
+        plan = store.plan()
+        ctx = context(store, hold=hold, submitit=submitit, plan=plan)
+        try:
+            return submit(plan, backend, store, ctx, resume=resume, progress=progress)
+        except SubmissionRefused as exc:
+            if not isinstance(exc.cause, (ControllerFull, PolicyViolation)):
+                raise  # the controller went away: its message says all there is to say
+            raise SubmissionRefused(_refusal(store, plan, backend, exc), node=exc.node, cause=exc.cause) from exc
+
+
+def _refusal(store: RunStore, plan: Plan, backend: Backend, exc: SubmissionRefused) -> str:
+    """The refusal with the limit's numbers, as far as the cluster tells them."""
+    from slurmflow.planning.limits import refusal_message
+
+    node = plan.node(exc.node)
+    config, usages, user, qos_limits = None, [], None, {}
+    acct = backend.accounting()
+    if acct is not None:  # a scheduler that keeps limits says which one refused
+        with contextlib.suppress(SlurmflowError):
+            config = backend.config()
+        with contextlib.suppress(SlurmflowError):
+            usages, user = acct.usage(), acct.whoami()
+        with contextlib.suppress(SlurmflowError):
+            qos_limits = acct.qos_submit_limits()
+    return refusal_message(
+        run_id=store.run_id,
+        node=node.key,
+        tasks=node.size if node.array else 1,
+        submitted=len(store.state().submitted),
+        total=len(plan.nodes),
+        cause=exc.cause,
+        config=config,
+        usages=usages,
+        user=user,
+        account=plan.stages[node.stage].resources.account,
+        qos=plan.stages[node.stage].resources.qos,
+        qos_limits=qos_limits,
+    )
