@@ -148,6 +148,13 @@ class JobNode:
         expr = f"0-{self.size - 1}" if self.size > 1 else "0"
         return expr + (f"%{self.throttle}" if self.throttle else "")
 
+    def log_file(self, task: int | None = None) -> str:
+        """Where the node's log goes, relative to the run's `logs/`: one file per array task (Slurm
+        expands `%a` to the task index), one for a plain job. The one place the layout is decided."""
+        if not self.array:
+            return f"{self.key}/job.out"
+        return f"{self.key}/{'%a' if task is None else task}.out"
+
 
 @dataclass(frozen=True)
 class Plan:

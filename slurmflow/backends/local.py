@@ -14,12 +14,13 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from slurmflow.backends.fake import FakeNode, FakeSlurm, _Task
 from slurmflow.slurm.sbatch import render_script
-from slurmflow.slurm.types import JobSpec, JobState
+from slurmflow.slurm.types import JobInfo, JobSpec, JobState
 from slurmflow.slurm.units import time_hours
 
 
@@ -141,6 +142,31 @@ class LocalSlurm(FakeSlurm):
                 self._end(t, JobState.TIMEOUT, 0, 15)  # as sacct shows it: 0:15
                 t.reason = "TimeLimit"
         self._tick()
+
+    def drive(
+        self,
+        job_ids: Sequence[str],
+        progress: Callable[[int, int], None] = lambda _done, _total: None,
+        *,
+        poll_s: float = 0.2,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> list[JobInfo]:
+        """Run the jobs to their end in this process (a foreground launch); `progress(done, total)`
+        after each step. Returns what each task ended as."""
+        ids = list(job_ids)
+        while True:
+            self.advance()
+            jobs = self.query(ids).jobs
+            done = sum(1 for j in jobs if j.state.final)
+            progress(done, len(jobs))
+            if done == len(jobs):
+                return list(jobs)
+            sleep(poll_s)
+
+
+def exit_code(jobs: Sequence[JobInfo]) -> int:
+    """A foreground local launch exits 1 when a task failed or ran out of time, as a script would."""
+    return 1 if any(j.state in (JobState.FAILED, JobState.TIMEOUT) for j in jobs) else 0
 
 
 def _limit_s(time_limit: str | None) -> float | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from slurmflow.errors import AccountingUnavailable, CommandError, SlurmError
 from slurmflow.fsio import write_json_atomic
-from slurmflow.slurm import sbatch
+from slurmflow.slurm import cluster, sbatch
 from slurmflow.slurm import text as slurm_text
 from slurmflow.slurm.accounting import SACCTMGR_FORMAT, Assoc, Usage, parse_assoc_mgr, parse_associations
 from slurmflow.slurm.capabilities import PROBE_ARGV, Capabilities
@@ -179,13 +179,13 @@ class SlurmCLI:
             # scontrol prints the configuration, then pings the controller in a second RPC. Under
             # RPC rate limiting (SlurmctldParameters=rl_enable) that ping is refused: it prints
             # "Slurmctld(primary) at HOST is DOWN" and exits 1 after a complete configuration.
-            if not slurm_text.config_complete(exc.stdout):
+            if not cluster.config_complete(exc.stdout):
                 raise
             out = exc.stdout
-        return slurm_text.parse_config(out)
+        return cluster.parse_config(out)
 
     def nodes(self) -> list[dict[str, str | int]]:
-        return slurm_text.parse_sinfo(self._run(slurm_text.SINFO_ARGV).stdout)
+        return cluster.parse_sinfo(self._run(cluster.SINFO_ARGV).stdout)
 
     def _accounts(self) -> tuple[str | None, frozenset[str] | None]:
         """The submitting user, and the accounts they have associations with (None without accounting)."""

@@ -1,4 +1,9 @@
-"""The monitor as a small self-resubmitting Slurm job (`slurmflow monitor --as-job`).
+"""The monitor's three ways of running, over the one tick of `monitoring.monitor`:
+
+- in the foreground (`slurmflow monitor RUN`): `follow` ticks until the run has ended, backing off
+  while nothing happens; `--once` ticks once (from cron, say);
+- as a small self-resubmitting Slurm job (`--as-job`): `submit` queues the first link, and each
+  link runs `tick_and_reschedule`.
 
 Each link of the chain ticks once, then submits its successor `interval` seconds later, until the
 run has ended. A link whose tick raised, whatever the exception, records it (`tick_failed`, shown
@@ -23,6 +28,10 @@ from slurmflow.rundir.events import MonitorJob, RescheduleFailed, TickFailed
 from slurmflow.rundir.store import RunStore
 from slurmflow.slurm.backoff import Backoff
 from slurmflow.slurm.types import Dependency, DepKind, JobSpec, JobState
+
+# The foreground loop ticks every `interval` seconds while actions happen, and waits 1.5 times
+# longer after each quiet tick, up to `max_interval`: one batched query per tick whatever the size.
+QUIET_FACTOR = 1.5
 
 # A successor refused by a controller that does not answer (restarting, overloaded) is asked for
 # again after BACKOFF_S, doubling up to MAX_BACKOFF_S, for PATIENCE_S in all: well inside the
@@ -138,3 +147,38 @@ def queued_successor(store: RunStore, backend: Backend, this_job: str | None) ->
         return None  # the controller is still away: the next try asks again
     waiting = {j.base_id for j in found if j.state is JobState.PENDING and j.base_id != this_job}
     return max(waiting, key=int) if waiting else None
+
+
+def follow(
+    store: RunStore,
+    backend: Backend,
+    *,
+    interval: float,
+    max_interval: float,
+    once: bool = False,
+    show: Callable[[Tick], None] = lambda _t: None,
+    unavailable: Callable[[CommandError, float], None] = lambda _e, _w: None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    step: Callable[..., Tick] = tick,
+) -> int:
+    """Tick until the run has ended (or once); the exit status of `slurmflow monitor`.
+
+    A controller that does not answer (slurmctld restarting: running jobs survive it) or a query
+    that failed is tried again `interval` later, never acted on; `--once` then exits 1. A refused
+    action does not get here: the tick records it and goes on."""
+    wait = interval
+    while True:
+        try:
+            result = step(store, backend, clock=clock)
+        except CommandError as exc:
+            unavailable(exc, wait)
+            if once:
+                return 1
+            sleep(wait)
+            continue
+        show(result)
+        if once or result.done:
+            return 0
+        wait = interval if result.actions else min(max_interval, wait * QUIET_FACTOR)
+        sleep(wait)

@@ -139,7 +139,7 @@ def summarise(
                 continue
             key = f"{job_id}_{task}" if task is not None else job_id
             info = by_id.get(key)
-            log = f"{logs_dir}/{node.key}/" + (f"{task}.out" if task is not None else "job.out")
+            log = f"{logs_dir}/{node.log_file(task)}"
             trial = node.offset + task if task is not None else None
             if info is None:
                 rows.append(TaskRow(node.key, node.stage, key, JobState.UNKNOWN, trial, log=log))

@@ -46,7 +46,7 @@ def node_spec(
     dropped: frozenset[str] = frozenset(),
 ) -> JobSpec:
     res = stage.resources
-    log = f"{logs_dir}/{node.key}/" + ("%a.out" if node.array else "job.out")
+    log = f"{logs_dir}/{node.log_file()}"
     return JobSpec(
         name=job_name(run_id, node.key),
         script=script,

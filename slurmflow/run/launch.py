@@ -32,7 +32,7 @@ from slurmflow.errors import (
 from slurmflow.experiment import config, sweep, trialcfg
 from slurmflow.model import JobNode, Plan
 from slurmflow.planning import planner
-from slurmflow.run import callables
+from slurmflow.run import callables, schedulers
 from slurmflow.run.submitter import Context, Progress, submit
 from slurmflow.rundir.store import RunStore, plan_to_dict
 from slurmflow.slurm.runner import SubprocessRunner
@@ -264,3 +264,32 @@ def _refusal(store: RunStore, plan: Plan, backend: Backend, exc: SubmissionRefus
         qos=plan.stages[node.stage].resources.qos,
         qos_limits=qos_limits,
     )
+
+
+def launch(
+    prep: Prepared,
+    chosen: schedulers.Chosen,
+    runs_dir: Path,
+    *,
+    via: str | None,
+    cwd: Path,
+    python: str,
+    argv: Sequence[str],
+    hold: bool = False,
+    progress: Progress | None = None,
+) -> tuple[RunStore, dict[str, str]]:
+    """`slurmflow launch`: write the run directory, record the backend, submit the whole graph."""
+    if hold and chosen.local is not None:
+        raise UsageError("--hold needs Slurm: the local backend runs jobs as soon as they are submitted")
+    store = write_run(prep, runs_dir, cwd=cwd, python=python, argv=argv)
+    schedulers.record(store, chosen, via)
+    return store, submit_run(store, chosen.backend, hold=hold, progress=progress)
+
+
+def jobs_by_stage(plan: Plan, ids: dict[str, str]) -> dict[str, list[str]]:
+    """Submitted job ids per stage, in plan order."""
+    by_stage: dict[str, list[str]] = {}
+    for node in plan.nodes:
+        if node.key in ids:
+            by_stage.setdefault(node.stage, []).append(ids[node.key])
+    return by_stage

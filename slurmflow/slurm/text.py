@@ -25,7 +25,7 @@ from slurmflow.errors import (
     SubmissionAmbiguous,
 )
 from slurmflow.slurm.capabilities import SACCT_REQUIRED, SQUEUE_REQUIRED
-from slurmflow.slurm.types import ClusterConfig, JobInfo, JobState
+from slurmflow.slurm.types import JobInfo, JobState
 
 _STATES = {s.name: s for s in JobState}
 # Older Slurm and sacct spell some states differently.
@@ -304,72 +304,6 @@ def _most(*counts: int | None) -> int | None:
 def _sort_key(j: JobInfo) -> tuple[int, int]:
     base = j.array_job_id or j.job_id
     return (int(base) if base.isdigit() else 0, -1 if j.array_task_id is None else j.array_task_id)
-
-
-# --- scontrol show config -----------------------------------------------------------------------
-
-
-def config_complete(stdout: str) -> bool:
-    """Whether `scontrol show config` printed the whole configuration (its last section, the
-    controllers' ping, may still say DOWN: see SlurmCLI.config)."""
-    return stdout.startswith("Configuration data as of") and "MaxJobCount" in stdout and "MaxArraySize" in stdout
-
-
-def parse_config(stdout: str) -> ClusterConfig:
-    raw: dict[str, str] = {}
-    for line in stdout.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.strip() and " " not in key.strip():
-            raw[key.strip()] = value.strip()
-    try:
-        return ClusterConfig(
-            version=raw.get("SLURM_VERSION", "unknown"),
-            max_array_size=int(raw["MaxArraySize"]),
-            max_job_count=int(raw["MaxJobCount"]),
-            min_job_age_s=int(raw["MinJobAge"].split()[0]),
-            raw=raw,
-        )
-    except (KeyError, ValueError) as exc:
-        raise ParseError("scontrol show config", stdout[:200]) from exc
-
-
-# --- sinfo --------------------------------------------------------------------------------------
-
-SINFO_ARGV = ["sinfo", "--noheader", "--Node", "--format=%N|%P|%T|%G|%c|%m"]
-
-
-def parse_sinfo(stdout: str) -> list[dict[str, str | int]]:
-    """Rows of node, partition (a trailing '*' marks the default), state, GPUs, CPUs, memory (MB)."""
-    rows: list[dict[str, str | int]] = []
-    for line in stdout.splitlines():
-        if not line.strip():
-            continue
-        cols = line.split("|")
-        if len(cols) != 6:
-            raise ParseError("sinfo output", line)
-        node, part, state, gres, cpus, mem = (c.strip() for c in cols)
-        rows.append(
-            {
-                "node": node,
-                "partition": part.rstrip("*"),
-                "default": part.endswith("*"),
-                "state": state,
-                "gpus": gpu_count(gres),
-                "cpus": int(cpus),
-                "memory_mb": int(mem.rstrip("+")) if mem.rstrip("+").isdigit() else 0,
-            }
-        )
-    return rows
-
-
-def gpu_count(gres: str) -> int:
-    """'gpu:4', 'gpu:a100:4(S:0-1)', '(null)' -> 4, 4, 0."""
-    total = 0
-    for item in gres.split(","):
-        fields = item.split("(")[0].split(":")
-        if fields[0] == "gpu" and fields[-1].isdigit():
-            total += int(fields[-1])
-    return total
 
 
 # --- error classification -----------------------------------------------------------------------

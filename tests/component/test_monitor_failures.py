@@ -13,11 +13,12 @@ import pytest
 from rich.console import Console
 
 from slurmflow.backends import FakeSlurm
-from slurmflow.cli import main as cli
-from slurmflow.cli import views
+from slurmflow.cli import commands, views
 from slurmflow.errors import ControllerUnavailable, SlurmError
 from slurmflow.model import RetryPolicy
 from slurmflow.monitoring.monitor import tick
+from slurmflow.monitoring.observe import campaign
+from slurmflow.run import schedulers
 from slurmflow.rundir.events import ActionFailed, MonitorJob, RescheduleFailed, Rewired, TickFailed
 from slurmflow.rundir.store import RunStore
 from slurmflow.slurm.types import Dependency, JobSpec, JobState, QueryResult
@@ -58,7 +59,7 @@ class Refusing(FakeSlurm):
 
 def rendered(store: RunStore, backend: FakeSlurm) -> str:
     buffer = io.StringIO()
-    Console(file=buffer, width=200).print(views.status_view(cli._campaign(store, backend)))
+    Console(file=buffer, width=200).print(views.status_view(campaign(store, backend)))
     return buffer.getvalue()
 
 
@@ -81,7 +82,7 @@ def test_a_refused_step_of_a_rewire_is_an_event_and_a_later_tick_finishes_it(tmp
         ("action_failed", f"{j['eval.0']}_2"),
     }
     assert not first.done
-    shown = [a for a in cli._campaign(store, fake).actions if isinstance(a, ActionFailed)]
+    shown = [a for a in campaign(store, fake).actions if isinstance(a, ActionFailed)]
     assert len(shown) == 1 and "action_failed (rewire)" in rendered(store, fake)
     for _ in range(30):
         fake.advance(2)
@@ -114,8 +115,8 @@ def test_a_monitor_job_whose_tick_raised_still_submits_its_successor(
 ) -> None:
     fake = Refusing(program=flaky, query_error=error)
     store = run(tmp_path, fake, RetryPolicy(exit_codes=(75,)))
-    monkeypatch.setattr(cli, "_run_backend", lambda store, via: fake)
-    code = cli.cmd_monitor(monitor_args(store), Console(file=io.StringIO()))
+    monkeypatch.setattr(schedulers, "of_run", lambda store, via=None: fake)
+    code = commands.cmd_monitor(monitor_args(store), Console(file=io.StringIO()))
     assert code != 0  # Slurm's accounting shows the failed link
     successors = [t for t in fake.tasks.values() if t.spec.name == "sf.m-1.monitor"]
     assert len(successors) == 1 and "--reschedule 5.0" in successors[0].spec.script
@@ -129,12 +130,12 @@ def test_a_monitor_job_whose_tick_raised_still_submits_its_successor(
 def test_the_chain_ends_only_when_the_run_has(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = Refusing(program=flaky)
     store = run(tmp_path, fake, RetryPolicy(exit_codes=(75,)))
-    monkeypatch.setattr(cli, "_run_backend", lambda store, via: fake)
+    monkeypatch.setattr(schedulers, "of_run", lambda store, via=None: fake)
     links = 0
     for _ in range(30):
         fake.advance(2)
         before = len(store.state().monitor_jobs)
-        assert cli.cmd_monitor(monitor_args(store), Console(file=io.StringIO())) == 0
+        assert commands.cmd_monitor(monitor_args(store), Console(file=io.StringIO())) == 0
         after = len(store.state().monitor_jobs)
         if after == before:
             break

@@ -13,10 +13,12 @@ import pytest
 from rich.console import Console
 
 from slurmflow.backends import FakeSlurm, Outcome
-from slurmflow.cli import main as cli
+from slurmflow.cli import commands
 from slurmflow.model import RetryPolicy
+from slurmflow.monitoring import loop, observe
 from slurmflow.monitoring.monitor import tick
 from slurmflow.monitoring.retry import retry
+from slurmflow.run import schedulers
 from slurmflow.rundir.events import Cancelled
 from slurmflow.rundir.store import RunStore
 from slurmflow.slurm.types import JobSpec, JobState
@@ -50,7 +52,7 @@ def campaign(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FakeSlurm, Run
     first = tick(store, fake).actions
     assert ("resubmitted", "train.0") in [(a.kind, a.node) for a in first]  # task 2, with 2 GB
     assert list(retry(store, fake, stage=None, failed_only=False)) == ["train.0", "eval.0", "final"]
-    cli._submit_monitor_job(store, fake, argparse.Namespace(interval=30, partition="cpu"), 1)
+    loop.submit(store, fake, interval=30, partition="cpu", delay=1)
     fake.advance(2)
     state = store.state()
     new = {
@@ -64,7 +66,7 @@ def campaign(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FakeSlurm, Run
     assert len(set(new.values())) == 5 and not originals & set(new.values())
     for job in new.values():
         assert not all(t.state.final for t in fake.tasks.values() if (t.array_job_id or t.job_id) == job)
-    monkeypatch.setattr(cli, "_run_backend", lambda store, via: fake)
+    monkeypatch.setattr(schedulers, "of_run", lambda store, via=None: fake)
     return fake, store, new
 
 
@@ -72,7 +74,7 @@ def cancel(store: RunStore, stage: str | None) -> dict[str, object]:
     out = io.StringIO()
     args = argparse.Namespace(run=str(store.root), runs_dir=str(store.root.parent), via=None, stage=stage, json=True)
     with redirect_stdout(out):
-        assert cli.cmd_cancel(args, Console(file=io.StringIO())) == 0
+        assert commands.cmd_cancel(args, Console(file=io.StringIO())) == 0
     doc: dict[str, object] = json.loads(out.getvalue())
     return doc
 
@@ -105,7 +107,7 @@ def test_cancel_stage_reaches_only_that_stage_and_its_retries(tmp_path: Path, mo
 
 def test_the_query_of_status_and_retry_follows_every_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake, store, new = campaign(tmp_path, monkeypatch)
-    st = cli._campaign(store, fake)
+    st = observe.campaign(store, fake)
     train = {t.trial: (t.job_id, t.state) for t in st.tasks if t.stage == "train"}
     assert train[1] == (f"{new['train.0 (retry)']}_1", JobState.RUNNING)
     assert train[2] == (f"{new['train.0 (oom)']}_2", JobState.RUNNING)

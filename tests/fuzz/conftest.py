@@ -33,7 +33,9 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from slurmflow.backends.fake import FakeSlurm, _Task
 from slurmflow.backends.local import LocalSlurm
 from slurmflow.backends.slurm_cli import SlurmCLI
+from slurmflow.cli import commands
 from slurmflow.cli import main as cli
+from slurmflow.run import schedulers
 from slurmflow.slurm.runner import FunctionRunner
 from slurmflow.slurm.types import JobSpec
 from tests.fuzz.strategies import CFG, MARKER, PKG, ROOT
@@ -227,15 +229,20 @@ class QueueOnly(LocalSlurm):
 def queue_only() -> Iterator[list[QueueOnly]]:
     """`--backend local` as a queue: the backends a launch built, to look into afterwards."""
     made: list[QueueOnly] = []
-    real = cli._local
+    real = schedulers.for_launch
 
-    def local(args: Any, console: Any) -> LocalSlurm:
-        backend = real(args, console)  # whatever checks the real one makes on the options
-        queue = QueueOnly(gpus=backend.gpus, cpus=backend.cpus)
+    def for_launch(*args: Any, **kwargs: Any) -> schedulers.Chosen:
+        chosen = real(*args, **kwargs)  # whatever checks the real one makes on the options
+        if chosen.local is None:
+            return chosen
+        queue = QueueOnly(gpus=chosen.local.gpus, cpus=chosen.local.cpus)
         made.append(queue)
-        return queue
+        return schedulers.Chosen(queue, queue, chosen.note)
 
-    with mock.patch.object(cli, "_local", local), mock.patch.object(cli, "_run_local", lambda *a, **k: 0):
+    with (
+        mock.patch.object(schedulers, "for_launch", for_launch),
+        mock.patch.object(commands, "_run_local", lambda *a, **k: []),
+    ):
         yield made
 
 
@@ -273,5 +280,5 @@ def fake_accounting() -> Iterator[FunctionRunner]:
         return 127, "", f"{argv[0]}: command not found"
 
     runner = FunctionRunner(handler)
-    with mock.patch.object(cli, "make_backend", lambda prefix=None: SlurmCLI(runner)):
+    with mock.patch.object(schedulers, "slurm", lambda prefix=None: SlurmCLI(runner)):
         yield runner

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from slurmflow.slurm import text as slurm_text
+from slurmflow.slurm import cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.smoke]
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ def in_cluster(container: str, *argv: str, user: str = "alice") -> str:
 
 
 def test_controller_settings(mini_cluster: str, slurm_version: str) -> None:
-    cfg = slurm_text.parse_config(in_cluster(mini_cluster, "scontrol", "show", "config"))
+    cfg = cluster.parse_config(in_cluster(mini_cluster, "scontrol", "show", "config"))
     assert cfg.version.startswith(f"{slurm_version}.")
     assert cfg.max_array_size == 1001 and cfg.max_job_count >= 10_000
     enforce = set(cfg.raw["AccountingStorageEnforce"].split(","))
@@ -40,7 +40,7 @@ def test_controller_settings(mini_cluster: str, slurm_version: str) -> None:
 
 
 def test_nodes_and_partitions(mini_cluster: str) -> None:
-    rows = slurm_text.parse_sinfo(in_cluster(mini_cluster, *slurm_text.SINFO_ARGV))
+    rows = cluster.parse_sinfo(in_cluster(mini_cluster, *cluster.SINFO_ARGV))
     gpu = [r for r in rows if r["partition"] == "gpu"]
     assert len(gpu) >= 2 and all(r["gpus"] == 4 and r["default"] for r in gpu)
     assert any(r["partition"] == "cpu" for r in rows)

@@ -8,7 +8,7 @@ import multiprocessing
 from pathlib import Path
 
 from slurmflow.backends import FakeSlurm
-from slurmflow.cli import main as cli
+from slurmflow.monitoring.observe import campaign
 from slurmflow.monitoring.status import summarise, to_dict
 from slurmflow.rundir.events import ActionFailed, Event, GpuIdle, Requeued, Submitted
 from slurmflow.rundir.store import PIPE_BUF, RunStore, fit_line, plan_to_dict
@@ -96,7 +96,7 @@ def test_status_shows_lines_of_an_unknown_kind_or_a_wrong_type(tmp_path: Path) -
         {"event": "gave_up", "node": "train.0", "task": "10_1", "why": "exit 3", "t": 8.0},
     ]
     (run / "events.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines))
-    st = cli._campaign(RunStore(run), FakeSlurm())
+    st = campaign(RunStore(run), FakeSlurm())
     assert st.notes[0].startswith("2 line(s) of the run's events.jsonl could not be read (line 2, 3)")
     assert [a.kind for a in st.actions] == ["gave_up"] and st.not_submitted == ("train.1", "report")
     assert st.elapsed_s > 0  # from the first event's time

@@ -8,7 +8,12 @@ import sys
 
 READ_ONLY = (
     "slurmflow.cli.main",
+    "slurmflow.cli.commands",
     "slurmflow.cli.views",
+    "slurmflow.monitoring.observe",
+    "slurmflow.monitoring.loop",
+    "slurmflow.monitoring.retry",
+    "slurmflow.run.schedulers",
     "slurmflow.monitoring.status",
     "slurmflow.gpu.usage",
     "slurmflow.run.cancel",

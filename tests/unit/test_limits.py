@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from slurmflow.cli.main import say_budget
+from slurmflow.cli.commands import say_budget
 from slurmflow.errors import AccountingUnavailable, ControllerFull, PolicyViolation, UsageError
 from slurmflow.model import Resources, Stage
 from slurmflow.planning import planner
@@ -149,7 +149,7 @@ def _check(usages: list[Usage] | None, *, force: bool = False, planning: bool = 
 
 
 def test_launch_refuses_a_campaign_its_submit_limits_cannot_hold() -> None:
-    """What `slurmflow launch` and `plan` run before anything is written (cli._budget)."""
+    """What `slurmflow launch` and `plan` run before anything is written (commands._budget)."""
     with pytest.raises(UsageError, match=r"^this campaign queues 600 tasks on account lab-a .*room for 500"):
         _check(TIGHT)
     forced = _check(TIGHT, force=True)

@@ -14,6 +14,7 @@ from slurmflow.errors import (
     PolicyViolation,
     SubmissionAmbiguous,
 )
+from slurmflow.slurm import cluster
 from slurmflow.slurm import text as st
 from slurmflow.slurm.capabilities import SACCT_REQUIRED, SQUEUE_REQUIRED
 from slurmflow.slurm.types import JobInfo, JobState
@@ -166,7 +167,7 @@ def test_merge_requeued_job_is_pending_not_failed() -> None:
 
 
 def test_parse_config() -> None:
-    cfg = st.parse_config(fixture("scontrol_show_config.txt"))
+    cfg = cluster.parse_config(fixture("scontrol_show_config.txt"))
     assert (cfg.version, cfg.max_array_size, cfg.max_job_count, cfg.min_job_age_s) == (
         "24.11.5",
         1001,
@@ -175,17 +176,17 @@ def test_parse_config() -> None:
     )
     assert cfg.raw["ClusterName"] == "mini"
     with pytest.raises(ParseError):
-        st.parse_config("nothing here")
+        cluster.parse_config("nothing here")
 
 
 def test_parse_sinfo() -> None:
-    rows = st.parse_sinfo(fixture("sinfo.txt"))
+    rows = cluster.parse_sinfo(fixture("sinfo.txt"))
     assert [(r["node"], r["partition"], r["default"], r["gpus"]) for r in rows] == [
         ("cpu1", "cpu", False, 0),
         ("gpu1", "gpu", True, 4),
         ("gpu2", "gpu", True, 4),
     ]
-    assert st.gpu_count("gpu:a100:4(S:0-1),gpu:v100:2") == 6
+    assert cluster.gpu_count("gpu:a100:4(S:0-1),gpu:v100:2") == 6
 
 
 @pytest.mark.parametrize(
@@ -280,3 +281,16 @@ def test_recorded_limit_refusals_of_each_version(version: str) -> None:
     assert type(full) is ControllerFull
     limit = st.classify(CommandError(["sbatch"], 1, "", (fix / "sbatch_max_submit.err").read_text()))
     assert type(limit) is PolicyViolation
+
+
+def test_partitions_sum_gpus_and_states_per_partition() -> None:
+    rows: list[dict[str, str | int]] = [
+        {"node": "n1", "partition": "gpu", "default": True, "state": "idle", "gpus": 4},
+        {"node": "n2", "partition": "gpu", "default": True, "state": "mixed", "gpus": 2},
+        {"node": "n1", "partition": "cpu", "default": False, "state": "idle", "gpus": 0},
+    ]
+    parts = cluster.partitions(rows)
+    assert [(p.name, p.default, p.nodes, p.gpus, p.states) for p in parts] == [
+        ("cpu", False, ["n1"], 0, {"idle"}),
+        ("gpu", True, ["n1", "n2"], 6, {"idle", "mixed"}),
+    ]
