@@ -1,40 +1,18 @@
-"""An in-memory Slurm: the same Backend contract, simulated time, no processes.
-
-It reproduces the Slurm behaviour slurmflow depends on (verified on a real cluster and kept honest
-by the shared contract suite in tests/contract): array tasks, the throttle, afterok / afternotok /
-afterany / aftercorr / singleton, DependencyNeverSatisfied and --kill-on-invalid-dep, requeue with
-a BeginTime delay that does NOT revive failed dependents, dependency updates, node failures, and
-the GrpTRES=gres/gpu account cap (pending reason AssocGrpGRES).
-
-What a job does is decided by `program(spec, task_index, restart_count) -> Outcome`, since there
-is no script to run.
+"""An in-memory Slurm for tests: Slurm's scheduling (sim.Scheduler) in simulated time, no
+processes. What a job does is decided by `program(spec, task_index, restart_count) -> Outcome`,
+since there is no script to run; node failures and account GPU caps are injected by the test.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from slurmflow.errors import SlurmError
-from slurmflow.fsio import write_json_atomic
-from slurmflow.slurm import text as slurm_text
-from slurmflow.slurm.capabilities import BASELINE, Capabilities
-from slurmflow.slurm.types import (
-    ClusterConfig,
-    ClusterInfo,
-    Dependency,
-    DepKind,
-    JobInfo,
-    JobSpec,
-    JobState,
-    QueryResult,
-)
+from slurmflow.backends.sim import Node, Scheduler, Task
+from slurmflow.slurm.types import JobSpec, JobState
 
-if TYPE_CHECKING:
-    from slurmflow.backends.base import Accounting
+# A test names a node of the fake as a node of any scheduler.
+FakeNode = Node
 
 
 @dataclass(frozen=True)
@@ -48,207 +26,21 @@ Program = Callable[[JobSpec, "int | None", int], Outcome]
 
 
 @dataclass
-class FakeNode:
-    name: str
-    partitions: tuple[str, ...]
-    gpus: int
-    cpus: int = 8
-    up: bool = True
-
-
-@dataclass
-class _Task:
-    job_id: str
-    raw_id: str
-    array_job_id: str | None
-    index: int | None
-    spec: JobSpec
-    user: str
-    dependency: Dependency | None
-    state: JobState = JobState.PENDING
-    reason: str | None = "None"
-    exit_code: int | None = None
-    signal: int | None = None
-    node: str | None = None
-    started: float = 0.0
-    ends: float = 0.0
-    eligible: float = 0.0
-    restarts: int = 0
-    cancelled_by: str | None = None
-    outcome: Outcome = Outcome()
-    # Once Slurm finds a dependency unsatisfiable it remembers that: a requeued parent that later
-    # succeeds does not revive the child; only a dependency update does (verified on 22.05 and 24.11).
-    dep_failed: bool = False
-    gpu_ids: list[int] = field(default_factory=list)  # the GPU slots a running task holds (local backend)
-    script_path: str | None = None
-    # requeuehold (or --hold): never scheduled, dependency not judged, until released
-    held: bool = False
-    released: bool = False
-
-    @property
-    def gpus(self) -> int:
-        return self.spec.gpus_per_task
-
-    @property
-    def cpus(self) -> int:
-        return self.spec.cpus_per_task or 1
-
-
-def default_nodes() -> list[FakeNode]:
-    """The mini cluster's layout (docker/slurm-cluster)."""
-    return [
-        FakeNode("gpu1", ("gpu",), gpus=4),
-        FakeNode("gpu2", ("gpu",), gpus=4),
-        FakeNode("cpu1", ("cpu",), gpus=0),
-    ]
-
-
-@dataclass
-class FakeSlurm:
+class FakeSlurm(Scheduler):
     """Backend implementation with a simulated clock; call `advance()` to let time pass."""
 
     program: Program = field(default=lambda spec, index, restarts: Outcome())
-    nodes: list[FakeNode] = field(default_factory=default_nodes)
-    user: str = "alice"
-    default_account: str = "lab-a"
-    default_partition: str = "gpu"
-    max_array_size: int = 1001
-    # A requeued job waits for BeginTime before it may start again (about 120 s on a real cluster).
-    requeue_delay: float = 120.0
-    gpu_caps: dict[str, int] = field(default_factory=dict)
-    now: float = 0.0
-    tasks: dict[str, _Task] = field(default_factory=dict)
-    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    _throttle: dict[str, int] = field(default_factory=dict)
+    _outcomes: dict[str, Outcome] = field(default_factory=dict)
 
-    # --- Backend ------------------------------------------------------------------------------
+    def _start(self, t: Task) -> None:
+        outcome = self._outcomes[t.job_id] = self.program(t.spec, t.index, t.restarts)
+        t.ends = self.now + outcome.seconds
 
-    def submit(self, spec: JobSpec, script_path: str | None = None) -> str:
-        partition = spec.partition or self.default_partition
-        if not any(partition in n.partitions or "*" in n.partitions for n in self.nodes):
-            raise SlurmError(["sbatch"], 1, "", "sbatch: error: invalid partition specified: " + partition)
-        if spec.dependency:
-            for parent in spec.dependency.parents():
-                if not any(
-                    t.job_id == parent or t.array_job_id == parent or t.raw_id == parent for t in self.tasks.values()
-                ):
-                    raise SlurmError(
-                        ["sbatch"],
-                        1,
-                        "",
-                        "sbatch: error: Batch job submission failed: Job dependency problem",
-                    )
-        base = str(next(self._ids))
-        indices: list[int | None] = [None]
-        if spec.array:
-            indices = list(slurm_text.expand_indices(spec.array))
-            if max(i for i in indices if i is not None) >= self.max_array_size:
-                raise SlurmError(
-                    ["sbatch"],
-                    1,
-                    "",
-                    "sbatch: error: Batch job submission failed: Invalid job array specification",
-                )
-            if "%" in spec.array:
-                self._throttle[base] = int(spec.array.rsplit("%", 1)[1])
-        for idx in indices:
-            raw = base if idx is None or idx == indices[-1] else str(next(self._ids))
-            job_id = base if idx is None else f"{base}_{idx}"
-            self.tasks[job_id] = _Task(
-                job_id,
-                raw,
-                base if idx is not None else None,
-                idx,
-                spec,
-                self.user,
-                spec.dependency,
-                eligible=self.now,
-                script_path=script_path,
-            )
-        self._schedule()
-        return base
+    def _poll(self, t: Task) -> int | None:
+        return self._outcomes[t.job_id].exit_code if t.ends <= self.now else None
 
-    def query(self, job_ids: Sequence[str] = (), *, name: str | None = None) -> QueryResult:
-        wanted = set(job_ids)
-        rows = [
-            self._info(t)
-            for t in self.tasks.values()
-            if (not wanted or t.job_id in wanted or (t.array_job_id or t.job_id) in wanted)
-            and (name is None or t.spec.name == name)
-        ]
-        return QueryResult(tuple(rows))
-
-    def cancel(self, job_ids: Sequence[str]) -> None:
-        for t in self._select(job_ids):
-            if not t.state.final:
-                self._end(t, JobState.CANCELLED, 0, 15 if t.state is JobState.RUNNING else 0)
-                t.cancelled_by = self.user
-        self._schedule()
-
-    def requeue(self, job_ids: Sequence[str], *, start_now: bool = False, hold: bool = False) -> None:
-        for t in self._select(job_ids):
-            if t.state is JobState.PENDING:
-                raise SlurmError(["scontrol", "requeue"], 1, "", "Requested operation is presently disabled")
-            self._requeue(t)
-            t.held = hold
-            if start_now:
-                t.eligible = self.now
-        self._schedule()
-
-    def update_begin_now(self, job_id: str) -> None:
-        for t in self._select([job_id]):
-            t.eligible = self.now
-        self._schedule()
-
-    def release(self, job_ids: Sequence[str]) -> None:
-        for t in self._select(job_ids):
-            t.held, t.released = False, True
-        self._schedule()
-
-    def update_dependency(self, job_id: str, dependency: Dependency | None) -> None:
-        targets = self._select([job_id])
-        if not targets or any(t.state is not JobState.PENDING for t in targets):
-            raise SlurmError(["scontrol", "update"], 1, "", "Job is no longer pending execution")
-        for t in targets:
-            t.dependency = dependency
-            t.dep_failed = False
-            t.reason = "None"
-        self._schedule()
-
-    def exclude_nodes(self, job_id: str, nodes: Sequence[str]) -> None:
-        for t in self._select([job_id]):
-            t.spec = replace(t.spec, exclude=(*t.spec.exclude, *nodes))
-
-    def capabilities(self) -> Capabilities:
-        """Behaves as the newest Slurm: a dependency on an unknown job is rejected."""
-        return BASELINE
-
-    def save_capabilities(self, path: Path) -> None:
-        write_json_atomic(path, self.capabilities().to_dict())
-
-    @property
-    def runs_submitit(self) -> bool:
-        return False  # no Slurm here: callable stages run through the job script
-
-    def accounting(self) -> Accounting | None:
-        return None  # no associations: budgets and submit limits are Slurm's to enforce
-
-    def config(self) -> ClusterConfig:
-        return ClusterConfig("fake", self.max_array_size, 60000, 300)
-
-    def cluster_info(self) -> ClusterInfo:
-        gpus: dict[str, int] = {}
-        for n in self.nodes:
-            for p in n.partitions:
-                gpus[p] = max(gpus.get(p, 0), n.gpus)
-        return ClusterInfo(
-            max_array_size=self.max_array_size,
-            partition_gpus=gpus,
-            default_partition=self.default_partition,
-            accounts=frozenset({self.default_account, *self.gpu_caps}),
-            version="fake",
-            max_job_count=60000,
-        )
+    def _ended_as(self, t: Task, code: int) -> JobState:
+        return self._outcomes[t.job_id].state or super()._ended_as(t, code)
 
     # --- faults and limits --------------------------------------------------------------------
 
@@ -273,168 +65,3 @@ class FakeSlurm:
         else:
             self.gpu_caps[account] = gpus
         self._schedule()
-
-    def advance(self, seconds: float = 1.0) -> None:
-        """Let simulated time pass, one second at a time, ending and starting jobs as Slurm would."""
-        end = self.now + seconds
-        while self.now < end:
-            self.now = min(end, self.now + 1.0)
-            self._tick()
-
-    def _tick(self) -> None:
-        for t in self.tasks.values():
-            if t.state is JobState.RUNNING:
-                code = self._poll(t)
-                if code is not None:
-                    self._end(t, t.outcome.state or (JobState.COMPLETED if code == 0 else JobState.FAILED), code, 0)
-        self._schedule()
-
-    # --- simulation ---------------------------------------------------------------------------
-
-    def _select(self, job_ids: Sequence[str]) -> list[_Task]:
-        wanted = set(job_ids)
-        return [t for t in self.tasks.values() if t.job_id in wanted or (t.array_job_id or "") in wanted]
-
-    def _family(self, job_id: str) -> list[_Task]:
-        return [t for t in self.tasks.values() if t.job_id == job_id or t.array_job_id == job_id or t.raw_id == job_id]
-
-    def _end(self, t: _Task, state: JobState, code: int, sig: int) -> None:
-        if t.state is JobState.RUNNING:
-            self._stop(t)
-        t.state, t.exit_code, t.signal = state, code, sig
-        t.reason = "None" if state is not JobState.FAILED else "NonZeroExitCode"
-
-    def _stop(self, t: _Task) -> None:
-        """A running task is ended early (cancel, node failure, requeue)."""
-
-    def _requeue(self, t: _Task) -> None:
-        if t.state is JobState.RUNNING:
-            self._stop(t)
-        t.state, t.node, t.exit_code, t.signal = JobState.PENDING, None, None, None
-        t.restarts += 1
-        t.eligible = self.now + self.requeue_delay
-        t.reason = "BeginTime"
-
-    def _dep_status(self, t: _Task) -> bool | None:
-        """True: satisfied; False: can never be satisfied; None: not yet."""
-        dep = t.dependency
-        if dep is None:
-            return True
-        results = [self._clause(t, c.kind, c.job_ids) for c in dep.clauses]
-        if dep.any_of:
-            return True if any(r is True for r in results) else (False if all(r is False for r in results) else None)
-        return False if any(r is False for r in results) else (True if all(r is True for r in results) else None)
-
-    def _clause(self, t: _Task, kind: DepKind, ids: tuple[str, ...]) -> bool | None:
-        if kind is DepKind.SINGLETON:
-            rivals = [
-                o
-                for o in self.tasks.values()
-                if o.spec.name == t.spec.name and o.user == t.user and o.raw_id < t.raw_id and not o.state.final
-            ]
-            return None if rivals else True
-        verdicts: list[bool | None] = []
-        for parent in ids:
-            family = self._family(parent)
-            if kind is DepKind.AFTER_CORR and t.index is not None:
-                family = [p for p in family if p.index == t.index] or family
-            done = all(p.state.final for p in family)
-            ok = [p.state is JobState.COMPLETED for p in family]
-            if kind in (DepKind.AFTER_OK, DepKind.AFTER_CORR):
-                verdicts.append(
-                    False
-                    if any(p.state.final and not p.state.succeeded for p in family)
-                    else (True if all(ok) else None)
-                )
-            elif kind is DepKind.AFTER_NOT_OK:
-                verdicts.append(None if not done else (not all(ok)))
-            else:  # AFTER_ANY
-                verdicts.append(True if done else None)
-        return False if any(v is False for v in verdicts) else (True if all(v is True for v in verdicts) else None)
-
-    def _schedule(self) -> None:
-        for t in sorted(self.tasks.values(), key=lambda x: (int(x.array_job_id or x.job_id), x.index or 0)):
-            if t.state is not JobState.PENDING:
-                continue
-            if t.held or ("--hold" in t.spec.extra_args and not t.released):
-                t.reason = "JobHeldUser"
-                continue
-            status = False if t.dep_failed else self._dep_status(t)
-            if status is False:
-                t.dep_failed = True
-                if t.spec.kill_on_invalid_dep:
-                    self._end(t, JobState.CANCELLED, 0, 0)
-                t.reason = "DependencyNeverSatisfied"
-                continue
-            if status is None:
-                t.reason = "Dependency"
-                continue
-            if t.eligible > self.now:
-                t.reason = "BeginTime"
-                continue
-            if t.array_job_id and t.array_job_id in self._throttle:
-                running = sum(1 for o in self._family(t.array_job_id) if o.state is JobState.RUNNING)
-                if running >= self._throttle[t.array_job_id]:
-                    t.reason = "JobArrayTaskLimit"
-                    continue
-            account = t.spec.account or self.default_account
-            cap = self.gpu_caps.get(account)
-            if cap is not None and t.gpus:
-                used = sum(
-                    o.gpus
-                    for o in self.tasks.values()
-                    if o.state is JobState.RUNNING and (o.spec.account or self.default_account) == account
-                )
-                if used + t.gpus > cap:
-                    t.reason = "AssocGrpGRES"
-                    continue
-            node = self._fit(t)
-            if node is None:
-                t.reason = "Resources"
-                continue
-            t.state, t.node, t.reason = JobState.RUNNING, node.name, "None"
-            t.started = self.now
-            self._start(t)
-
-    # Hooks: the fake plays `program`; the local backend runs real processes.
-
-    def _start(self, t: _Task) -> None:
-        t.outcome = self.program(t.spec, t.index, t.restarts)
-        t.ends = self.now + t.outcome.seconds
-
-    def _poll(self, t: _Task) -> int | None:
-        return t.outcome.exit_code if t.ends <= self.now else None
-
-    def _fit(self, t: _Task) -> FakeNode | None:
-        partition = t.spec.partition or self.default_partition
-        for node in self.nodes:
-            if not node.up or node.name in t.spec.exclude:
-                continue
-            if partition not in node.partitions and "*" not in node.partitions:
-                continue
-            running = [o for o in self.tasks.values() if o.node == node.name and o.state is JobState.RUNNING]
-            if (
-                sum(o.gpus for o in running) + t.gpus <= node.gpus
-                and sum(o.cpus for o in running) + t.cpus <= node.cpus
-            ):
-                return node
-        return None
-
-    def _info(self, t: _Task) -> JobInfo:
-        return JobInfo(
-            job_id=t.job_id,
-            name=t.spec.name,
-            state=t.state,
-            array_job_id=t.array_job_id,
-            array_task_id=t.index,
-            raw_id=t.raw_id,
-            exit_code=t.exit_code,
-            signal=t.signal,
-            reason=t.reason,
-            nodes=t.node,
-            account=t.spec.account or self.default_account,
-            user=t.user,
-            partition=t.spec.partition or self.default_partition,
-            restarts=t.restarts,
-            cancelled_by=t.cancelled_by,
-        )

@@ -1,10 +1,16 @@
 """Run a plan on this machine with Slurm's semantics: the embedded default when there is no Slurm.
 
-The scheduling (arrays, throttles, every dependency kind, kill-on-invalid-dep, GPU slots) is
-FakeSlurm's, checked against real Slurm by the contract suite; here each task is a real process
-running the same batch script, with the environment Slurm would give it. A task past its time
-limit ends as Slurm ends it: SIGTERM to its process group, SIGKILL after `kill_wait` seconds,
-state TIMEOUT.
+The scheduling (arrays, throttles, every dependency kind, kill-on-invalid-dep, GPU and CPU slots)
+is `sim.Scheduler`'s, checked against real Slurm by the contract suite; here each task is a real
+process (its own session) running the same batch script, with the environment Slurm would give it.
+Limits end a task as Slurm ends it: past its time limit, SIGTERM to its process group, SIGKILL
+after `kill_wait` seconds, state TIMEOUT (0:15); over its `mem` (the resident memory of its whole
+process group, read from /proc where there is one, as Slurm's OverMemoryKill does), SIGKILL,
+state OUT_OF_MEMORY.
+
+A process started by an earlier engine (the supervisor of the run restarted) cannot be waited for:
+the batch step writes its exit code beside the run's engine state (`exit_dir`), and it is read
+from there.
 """
 
 from __future__ import annotations
@@ -15,13 +21,18 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from slurmflow.backends.fake import FakeNode, FakeSlurm, _Task
+from slurmflow.backends.sim import Node, Scheduler, Task
 from slurmflow.slurm.sbatch import render_script
-from slurmflow.slurm.types import JobInfo, JobSpec, JobState
-from slurmflow.slurm.units import time_hours
+from slurmflow.slurm.types import ClusterInfo, JobInfo, JobSpec, JobState
+from slurmflow.slurm.units import megabytes, time_hours
+
+HOST = "localhost"
+# How the batch step reports its exit code to whichever engine runs then (a shell line; $1 the
+# script, $2 the file).
+_STEP = 'bash "$1"; code=$?; printf %s "$code" > "$2.tmp" && mv "$2.tmp" "$2"; exit "$code"'
 
 
 def detect_gpus() -> int:
@@ -38,7 +49,24 @@ def detect_gpus() -> int:
         return 0
 
 
-def _expand_output(pattern: str, t: _Task) -> str:
+def visible_gpus(environ: dict[str, str] | None = None, count: Callable[[], int] = detect_gpus) -> tuple[str, ...]:
+    """The GPUs this process may use, as CUDA names them: CUDA_VISIBLE_DEVICES when it is set
+    (indices or UUIDs; empty: none), else every device NVML sees."""
+    env = os.environ if environ is None else environ
+    listed = env.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return tuple(d.strip() for d in listed.split(",") if d.strip())
+    return tuple(str(i) for i in range(count()))
+
+
+def machine_mem_mb() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _expand_output(pattern: str, t: Task) -> str:
     # The filename patterns of man sbatch that slurmflow uses: %A array job, %a task, %j job, %x name.
     return (
         pattern.replace("%A", t.array_job_id or t.raw_id)
@@ -48,23 +76,58 @@ def _expand_output(pattern: str, t: _Task) -> str:
     )
 
 
+def group_rss_mb(pgid: int, proc: Path = Path("/proc")) -> int | None:
+    """Resident memory of every process in a process group, in MB; None where /proc is missing."""
+    if not proc.is_dir():
+        return None
+    total_kb = 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[2]) != pgid:  # field 5 of proc(5), after pid and (comm)
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while we looked
+    return total_kb // 1024
+
+
 @dataclass
-class LocalSlurm(FakeSlurm):
-    """A one-node Slurm of this machine. `gpus` are slots handed out as CUDA_VISIBLE_DEVICES."""
+class LocalSlurm(Scheduler):
+    """A one-node Slurm of this machine. `gpus` slots are handed out as CUDA_VISIBLE_DEVICES,
+    naming `devices` (default 0..gpus-1)."""
 
     gpus: int = 0
+    devices: tuple[str, ...] = ()
     cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
+    mem_mb: int | None = field(default_factory=machine_mem_mb)
     requeue_delay: float = 0.0
-    _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    _free_gpus: dict[str, list[int]] = field(default_factory=dict)
-    _t0: float = field(default_factory=time.monotonic)
     # Seconds between SIGTERM and SIGKILL when a task is stopped (Slurm's KillWait, 30 s by default).
     kill_wait: float = 10.0
+    exit_dir: Path | None = None  # where batch steps write their exit codes (a restartable engine)
+    clock: Callable[[], float] = time.monotonic
+    # The resident memory of running tasks is read this often (a scan of /proc).
+    mem_every_s: float = 1.0
+    _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _t0: float = 0.0
+    _mem_read: float = float("-inf")
 
     def __post_init__(self) -> None:
-        self.nodes = [FakeNode("localhost", ("*",), gpus=self.gpus, cpus=self.cpus)]
-        self._free_gpus = {"localhost": list(range(self.gpus))}
+        if not self.devices:
+            self.devices = tuple(str(i) for i in range(self.gpus))
+        self.gpus = len(self.devices)
+        self.nodes = [Node(HOST, ("*",), gpus=self.gpus, cpus=self.cpus)]
         self.default_partition = "local"
+        self.version = "local"
+        self._t0 = self.clock() - self.now
+
+    def cluster_info(self) -> ClusterInfo:
+        return replace(super().cluster_info(), partition_gpus={"*": self.gpus}, cpus=self.cpus, mem_mb=self.mem_mb)
 
     def submit(self, spec: JobSpec, script_path: str | None = None) -> str:
         if script_path is None:
@@ -74,28 +137,40 @@ class LocalSlurm(FakeSlurm):
             script_path = path
         return super().submit(spec, script_path)
 
-    def _start(self, t: _Task) -> None:
-        gpus = [self._free_gpus[t.node or "localhost"].pop(0) for _ in range(t.gpus)]
+    # --- processes ------------------------------------------------------------------------------
+
+    def _free_slots(self) -> list[int]:
+        used = {g for o in self.tasks.values() if o.state is JobState.RUNNING for g in o.gpu_ids}
+        return [i for i in range(self.gpus) if i not in used]
+
+    def _start(self, t: Task) -> None:
+        t.gpu_ids = self._free_slots()[: t.gpus]
+        names = ",".join(self.devices[i] for i in t.gpu_ids)
         env = dict(os.environ)
         env.update(
             SLURM_JOB_ID=t.raw_id,
             SLURM_JOB_NAME=t.spec.name,
             SLURM_RESTART_COUNT=str(t.restarts),
             SLURM_CPUS_PER_TASK=str(t.cpus),
-            SLURMD_NODENAME="localhost",
-            SLURM_JOB_GPUS=",".join(map(str, gpus)),
-            CUDA_VISIBLE_DEVICES=",".join(map(str, gpus)),
+            SLURMD_NODENAME=HOST,
+            SLURM_JOB_GPUS=names,
+            CUDA_VISIBLE_DEVICES=names,
         )
         if t.index is not None:
             env.update(SLURM_ARRAY_JOB_ID=t.array_job_id or t.raw_id, SLURM_ARRAY_TASK_ID=str(t.index))
-        t.gpu_ids = gpus
         out_path = _expand_output(t.spec.output or "slurm-%j.out", t)
         if t.spec.chdir and not os.path.isabs(out_path):
             out_path = os.path.join(t.spec.chdir, out_path)
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        argv = ["bash", str(t.script_path)]
+        if self.exit_dir is not None:
+            self.exit_dir.mkdir(parents=True, exist_ok=True)
+            exit_file = self._exit_file(t)
+            exit_file.unlink(missing_ok=True)
+            argv = ["bash", "-c", _STEP, "slurmflow-step", str(t.script_path), str(exit_file)]
         with open(out_path, "ab") as out:
-            self._procs[t.job_id] = subprocess.Popen(
-                ["bash", str(t.script_path)],
+            proc = subprocess.Popen(
+                argv,
                 cwd=t.spec.chdir or None,
                 env=env,
                 stdout=out,
@@ -103,44 +178,72 @@ class LocalSlurm(FakeSlurm):
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        self._procs[t.job_id] = proc
+        t.pid = proc.pid
 
-    def _release(self, t: _Task) -> None:
-        self._free_gpus[t.node or "localhost"].extend(t.gpu_ids)
-        t.gpu_ids = []
-        self._procs.pop(t.job_id, None)
+    def _exit_file(self, t: Task) -> Path:
+        assert self.exit_dir is not None
+        return self.exit_dir / f"{t.job_id}.{t.restarts}"
 
-    def _poll(self, t: _Task) -> int | None:
+    def _poll(self, t: Task) -> int | None:
         proc = self._procs.get(t.job_id)
-        if proc is None:
-            return 1
-        code = proc.poll()
-        if code is None:
+        if proc is not None:
+            code = proc.poll()
+            if code is None:
+                return None
+            self._procs.pop(t.job_id, None)
+            return 128 - code if code < 0 else code
+        # Started by an earlier engine: the step's exit file, or it is gone without one.
+        if t.pid is not None and _alive(t.pid):
             return None
-        self._release(t)
-        return 128 - code if code < 0 else code
+        if self.exit_dir is not None:
+            with contextlib.suppress(OSError, ValueError):
+                return int(self._exit_file(t).read_text())
+        return 1
 
-    def _stop(self, t: _Task) -> None:
-        proc = self._procs.get(t.job_id)
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 15)
-            try:
-                proc.wait(timeout=self.kill_wait)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, 9)
+    def _stop(self, t: Task) -> None:
+        """SIGTERM to the task's process group, SIGKILL after kill_wait (Slurm's KillWait)."""
+        pgid = t.pid
+        if pgid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, 15)
+        deadline = time.monotonic() + self.kill_wait
+        proc = self._procs.pop(t.job_id, None)
+        while time.monotonic() < deadline:
+            if (proc.poll() is not None) if proc is not None else not _alive(pgid):
+                break
+            time.sleep(0.05)
+        else:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, 9)
+            if proc is not None:
                 proc.wait()
-        self._release(t)
+        t.pid = None
 
-    def advance(self, seconds: float = 0.0) -> None:
-        """Move the clock to real time, reap finished processes and start what may start."""
-        del seconds
-        self.now = time.monotonic() - self._t0
+    def _limits(self) -> None:
+        read_mem = self.now - self._mem_read >= self.mem_every_s
+        if read_mem:
+            self._mem_read = self.now
         for t in self.tasks.values():
+            if t.state is not JobState.RUNNING:
+                continue
             limit = _limit_s(t.spec.time)
-            if t.state is JobState.RUNNING and limit is not None and self.now - t.started >= limit:
+            if limit is not None and self.now - t.started >= limit:
                 self._end(t, JobState.TIMEOUT, 0, 15)  # as sacct shows it: 0:15
                 t.reason = "TimeLimit"
+            elif read_mem and t.spec.mem and t.pid is not None:
+                rss = group_rss_mb(t.pid)
+                if rss is not None and rss > megabytes(t.spec.mem):
+                    self._end(t, JobState.OUT_OF_MEMORY, 0, 9)
+                    t.reason = "OutOfMemory"
+
+    def advance(self, seconds: float = 0.0) -> None:
+        """Move the clock to real time, end tasks past their limits, reap finished processes and
+        start what may start."""
+        del seconds
+        self.now = self.clock() - self._t0
+        self._limits()
         self._tick()
 
     def drive(
@@ -151,8 +254,8 @@ class LocalSlurm(FakeSlurm):
         poll_s: float = 0.2,
         sleep: Callable[[float], None] = time.sleep,
     ) -> list[JobInfo]:
-        """Run the jobs to their end in this process (a foreground launch); `progress(done, total)`
-        after each step. Returns what each task ended as."""
+        """Run the jobs to their end in this process; `progress(done, total)` after each step.
+        Returns what each task ended as."""
         ids = list(job_ids)
         while True:
             self.advance()
@@ -164,9 +267,20 @@ class LocalSlurm(FakeSlurm):
             sleep(poll_s)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def exit_code(jobs: Sequence[JobInfo]) -> int:
-    """A foreground local launch exits 1 when a task failed or ran out of time, as a script would."""
-    return 1 if any(j.state in (JobState.FAILED, JobState.TIMEOUT) for j in jobs) else 0
+    """A foreground local launch exits 1 when a task failed, ran out of time or of memory."""
+    bad = (JobState.FAILED, JobState.TIMEOUT, JobState.OUT_OF_MEMORY)
+    return 1 if any(j.state in bad for j in jobs) else 0
 
 
 def _limit_s(time_limit: str | None) -> float | None:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from slurmflow.errors import UsageError
 from slurmflow.model import Edge, JobNode, Plan, Stage
 from slurmflow.slurm.types import ClusterInfo, DepKind
+from slurmflow.slurm.units import megabytes
 
 _FIELD = {
     DepKind.AFTER_OK: "after_ok",
@@ -84,11 +85,17 @@ def _check_resources(stage: Stage, cluster: ClusterInfo) -> None:
     res = stage.resources
     where = f"stages.{stage.name}.resources"
     partition = res.partition or cluster.default_partition
-    if "*" in cluster.partition_gpus:  # the local backend: one node serving every partition
+    if "*" in cluster.partition_gpus:  # the local engine: one node serving every partition
+        # A task this machine can never run would pend for ever: refused now.
         if res.gpus > cluster.partition_gpus["*"]:
             raise UsageError(
-                f"{where}.gpus: {res.gpus} GPUs per task, but this machine has {cluster.partition_gpus['*']}"
+                f"{where}.gpus: {res.gpus} GPUs per task, but this machine has {cluster.partition_gpus['*']} "
+                "(--local-gpus sets the slots)"
             )
+        if cluster.cpus is not None and (res.cpus or 1) > cluster.cpus:
+            raise UsageError(f"{where}.cpus: {res.cpus} CPUs per task, but this machine has {cluster.cpus}")
+        if cluster.mem_mb is not None and res.mem is not None and megabytes(res.mem) > cluster.mem_mb:
+            raise UsageError(f"{where}.mem: {res.mem} per task, but this machine has {cluster.mem_mb} MB")
     elif cluster.partition_gpus and partition is not None:
         # `cpu,gpu`: Slurm starts the job in whichever listed partition can run it first (man sbatch).
         names = [p.strip() for p in partition.split(",")]

@@ -188,3 +188,6 @@ class ClusterInfo:
     version: str = "unknown"
     # Job records the controller holds at most (every array task counts); None when unknown.
     max_job_count: int | None = None
+    # A one-machine cluster (the local engine): its CPUs and memory; None for a Slurm cluster.
+    cpus: int | None = None
+    mem_mb: int | None = None

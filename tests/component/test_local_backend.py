@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 import time
 from pathlib import Path
 
-from slurmflow.backends.local import LocalSlurm
+from slurmflow.backends.local import LocalSlurm, visible_gpus
 from slurmflow.slurm.types import Dependency, DepKind, JobSpec, JobState
 
 
@@ -122,3 +124,38 @@ def test_a_task_past_its_time_limit_ends_timeout_with_its_whole_process_group(tm
     while _alive(grandchild) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(grandchild), "the task's background process outlived its time limit"
+
+
+def test_a_task_over_its_memory_ends_out_of_memory_and_its_handler_runs(tmp_path: Path) -> None:
+    """Its process group's resident memory over `mem`: SIGKILL, OUT_OF_MEMORY, as Slurm's
+    OverMemoryKill ends it. A task within its memory completes."""
+    backend = LocalSlurm(gpus=0, cpus=2, mem_every_s=0.1)
+    hog = "import time; b = bytearray(300 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096]); time.sleep(60)"
+    over = backend.submit(
+        JobSpec(name="hog", script=f"{sys.executable} -c {shlex.quote(hog)}", mem="100M", output=str(tmp_path / "o"))
+    )
+    within = backend.submit(JobSpec(name="ok", script="true", mem="100M", output=str(tmp_path / "w")))
+    handler = backend.submit(
+        JobSpec(
+            name="on_fail",
+            script="true",
+            dependency=Dependency.on(DepKind.AFTER_NOT_OK, over),
+            output=str(tmp_path / "h"),
+        )
+    )
+    states = run_all(backend, [over, within, handler], timeout=60)
+    assert states == {over: JobState.OUT_OF_MEMORY, within: JobState.COMPLETED, handler: JobState.COMPLETED}
+    assert backend.query([over]).by_id()[over].reason == "OutOfMemory"
+
+
+def test_gpu_slots_name_the_devices_cuda_may_use(tmp_path: Path) -> None:
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2,5"}, count=lambda: 8) == ("2", "5")
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}, count=lambda: 8) == ()
+    assert visible_gpus({}, count=lambda: 2) == ("0", "1")
+    backend = LocalSlurm(devices=("GPU-aa", "GPU-bb"), cpus=2)
+    assert backend.gpus == 2 and backend.cluster_info().partition_gpus == {"*": 2}
+    job = backend.submit(
+        JobSpec(name="g", script="echo $CUDA_VISIBLE_DEVICES", gpus_per_task=2, output=str(tmp_path / "g"))
+    )
+    assert run_all(backend, [job]) == {job: JobState.COMPLETED}
+    assert (tmp_path / "g").read_text().strip() == "GPU-aa,GPU-bb"

@@ -30,8 +30,9 @@ from unittest import mock
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from slurmflow.backends.fake import FakeSlurm, _Task
 from slurmflow.backends.local import LocalSlurm
+from slurmflow.backends.sim import Scheduler
+from slurmflow.backends.sim import Task as _Task
 from slurmflow.backends.slurm_cli import SlurmCLI
 from slurmflow.cli import commands
 from slurmflow.cli import main as cli
@@ -209,17 +210,17 @@ def tree(root: Path) -> dict[str, bytes | None]:
 
 
 class QueueOnly(LocalSlurm):
-    """The local backend's queue (FakeSlurm's scheduling) without its processes: a launch submits
+    """The local engine's queue (the shared scheduler) without its processes: a launch submits
     into it, and no generated command is ever executed."""
 
     def submit(self, spec: JobSpec, script_path: str | None = None) -> str:
-        return FakeSlurm.submit(self, spec, script_path)
+        return Scheduler.submit(self, spec, script_path)
 
     def _start(self, t: _Task) -> None:
-        FakeSlurm._start(self, t)
+        t.ends = self.now + 1.0
 
     def _poll(self, t: _Task) -> int | None:
-        return FakeSlurm._poll(self, t)
+        return 0 if t.ends <= self.now else None
 
     def _stop(self, t: _Task) -> None:
         pass

@@ -133,10 +133,11 @@ def test_task_log_finds_the_file_of_a_trial_and_refuses_what_does_not_exist(tmp_
     assert observe.why_no_log(store, FakeSlurm(), "train.1", 1) == "the task has not been submitted"
 
 
-def test_a_foreground_local_launch_fails_when_a_task_failed_or_timed_out() -> None:
+def test_a_foreground_local_launch_fails_when_a_task_failed_or_ran_out_of_time_or_memory() -> None:
     def ended(state: JobState) -> JobInfo:
         return JobInfo("1", "a", state)
 
     assert exit_code([ended(JobState.COMPLETED), ended(JobState.CANCELLED)]) == 0
     assert exit_code([ended(JobState.COMPLETED), ended(JobState.FAILED)]) == 1
     assert exit_code([ended(JobState.TIMEOUT)]) == 1
+    assert exit_code([ended(JobState.OUT_OF_MEMORY)]) == 1

@@ -164,3 +164,21 @@ def test_a_dotted_callable_is_located_without_running_its_package(tmp_path: Path
     assert found is not None and found.origin == str(tmp_path / "pkg" / "jobs" / "train.py")
     assert _locate("pkg.jobs.nope", [str(tmp_path)]) is None and _locate("pkg.nope.x", [str(tmp_path)]) is None
     assert not (tmp_path / "ran").exists()
+
+
+def test_a_stage_this_machine_can_never_run_is_refused_at_plan_time() -> None:
+    """On the local engine a task too big for the machine would pend for ever."""
+    machine = ClusterInfo(partition_gpus={"*": 1}, default_partition="local", cpus=4, mem_mb=8192)
+
+    def one(**res: object) -> dict[str, Stage]:
+        return {"s": Stage("s", command="c", resources=Resources(**res))}  # type: ignore[arg-type]
+
+    assert planner.plan("x", one(gpus=1, cpus=4, mem="8G"), 1, machine).tasks() == 1
+    cases: list[tuple[dict[str, object], str]] = [
+        ({"gpus": 2}, "stages.s.resources.gpus: 2 GPUs per task, but this machine has 1"),
+        ({"cpus": 5}, "stages.s.resources.cpus: 5 CPUs per task, but this machine has 4"),
+        ({"mem": "9G"}, "stages.s.resources.mem: 9G per task, but this machine has 8192 MB"),
+    ]
+    for res, needle in cases:
+        with pytest.raises(UsageError, match=needle):
+            planner.plan("x", one(**res), 1, machine)
