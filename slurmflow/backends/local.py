@@ -113,7 +113,9 @@ class LocalSlurm(Scheduler):
     clock: Callable[[], float] = time.monotonic
     # The resident memory of running tasks is read this often (a scan of /proc).
     mem_every_s: float = 1.0
-    _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Process groups told to stop (SIGTERM) -> when, in engine time: SIGKILL once kill_wait has passed.
+    stopping: dict[int, float] = field(default_factory=dict)
+    procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)  # ours, by pid
     _t0: float = 0.0
     _mem_read: float = float("-inf")
 
@@ -178,7 +180,7 @@ class LocalSlurm(Scheduler):
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        self._procs[t.job_id] = proc
+        self.procs[proc.pid] = proc
         t.pid = proc.pid
 
     def _exit_file(self, t: Task) -> Path:
@@ -186,40 +188,41 @@ class LocalSlurm(Scheduler):
         return self.exit_dir / f"{t.job_id}.{t.restarts}"
 
     def _poll(self, t: Task) -> int | None:
-        proc = self._procs.get(t.job_id)
+        proc = self.procs.get(t.pid) if t.pid is not None else None
         if proc is not None:
             code = proc.poll()
             if code is None:
                 return None
-            self._procs.pop(t.job_id, None)
+            self.procs.pop(proc.pid, None)
+            t.pid = None
             return 128 - code if code < 0 else code
         # Started by an earlier engine: the step's exit file, or it is gone without one.
-        if t.pid is not None and _alive(t.pid):
+        if t.pid is not None and _group_alive(t.pid):
             return None
+        t.pid = None
         if self.exit_dir is not None:
             with contextlib.suppress(OSError, ValueError):
                 return int(self._exit_file(t).read_text())
         return 1
 
     def _stop(self, t: Task) -> None:
-        """SIGTERM to the task's process group, SIGKILL after kill_wait (Slurm's KillWait)."""
-        pgid = t.pid
-        if pgid is None:
+        """SIGTERM to the task's process group now; SIGKILL after kill_wait (Slurm's KillWait) if
+        anything of it is left (`_reap`). Never waits: a stop is as quick as scancel."""
+        if t.pid is None:
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, 15)
-        deadline = time.monotonic() + self.kill_wait
-        proc = self._procs.pop(t.job_id, None)
-        while time.monotonic() < deadline:
-            if (proc.poll() is not None) if proc is not None else not _alive(pgid):
-                break
-            time.sleep(0.05)
-        else:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, 9)
-            if proc is not None:
-                proc.wait()
+        _signal_group(t.pid, 15)
+        self.stopping[t.pid] = self.now
         t.pid = None
+
+    def _reap(self) -> None:
+        for pgid, since in list(self.stopping.items()):
+            proc = self.procs.get(pgid)
+            if proc is not None and proc.poll() is not None:
+                del self.procs[pgid]
+            if not _group_alive(pgid):
+                del self.stopping[pgid]
+            elif self.now - since >= self.kill_wait:
+                _signal_group(pgid, 9)
 
     def _limits(self) -> None:
         read_mem = self.now - self._mem_read >= self.mem_every_s
@@ -245,6 +248,12 @@ class LocalSlurm(Scheduler):
         self.now = self.clock() - self._t0
         self._limits()
         self._tick()
+        self._reap()
+
+    @property
+    def busy(self) -> bool:
+        """Something is left to do: a task not final, or a process group still being stopped."""
+        return bool(self.stopping) or any(not t.state.final for t in self.tasks.values())
 
     def drive(
         self,
@@ -267,9 +276,14 @@ class LocalSlurm(Scheduler):
             sleep(poll_s)
 
 
-def _alive(pid: int) -> bool:
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:

@@ -11,7 +11,6 @@ simulated time, LocalSlurm runs real processes.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -108,8 +107,11 @@ class Scheduler:
     now: float = 0.0
     version: str = "fake"
     tasks: dict[str, Task] = field(default_factory=dict)
-    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    _throttle: dict[str, int] = field(default_factory=dict)
+    next_id: int = 1
+    # Deferred: operations change the queue and leave scheduling to whoever runs `advance()` (the
+    # local engine's supervisor, while a command changes the run's persisted queue).
+    deferred: bool = False
+    throttle: dict[str, int] = field(default_factory=dict)
 
     # --- Backend ------------------------------------------------------------------------------
 
@@ -128,7 +130,7 @@ class Scheduler:
                         "",
                         "sbatch: error: Batch job submission failed: Job dependency problem",
                     )
-        base = str(next(self._ids))
+        base = self._new_id()
         indices: list[int | None] = [None]
         if spec.array:
             indices = list(slurm_text.expand_indices(spec.array))
@@ -140,9 +142,9 @@ class Scheduler:
                     "sbatch: error: Batch job submission failed: Invalid job array specification",
                 )
             if "%" in spec.array:
-                self._throttle[base] = int(spec.array.rsplit("%", 1)[1])
+                self.throttle[base] = int(spec.array.rsplit("%", 1)[1])
         for idx in indices:
-            raw = base if idx is None or idx == indices[-1] else str(next(self._ids))
+            raw = base if idx is None or idx == indices[-1] else self._new_id()
             job_id = base if idx is None else f"{base}_{idx}"
             self.tasks[job_id] = Task(
                 job_id,
@@ -257,6 +259,10 @@ class Scheduler:
 
     # --- simulation ---------------------------------------------------------------------------
 
+    def _new_id(self) -> str:
+        self.next_id += 1
+        return str(self.next_id - 1)
+
     def _select(self, job_ids: Sequence[str]) -> list[Task]:
         wanted = set(job_ids)
         return [t for t in self.tasks.values() if t.job_id in wanted or (t.array_job_id or "") in wanted]
@@ -319,6 +325,8 @@ class Scheduler:
         return False if any(v is False for v in verdicts) else (True if all(v is True for v in verdicts) else None)
 
     def _schedule(self) -> None:
+        if self.deferred:
+            return
         for t in sorted(self.tasks.values(), key=lambda x: (int(x.array_job_id or x.job_id), x.index or 0)):
             if t.state is not JobState.PENDING:
                 continue
@@ -338,9 +346,9 @@ class Scheduler:
             if t.eligible > self.now:
                 t.reason = "BeginTime"
                 continue
-            if t.array_job_id and t.array_job_id in self._throttle:
+            if t.array_job_id and t.array_job_id in self.throttle:
                 running = sum(1 for o in self._family(t.array_job_id) if o.state is JobState.RUNNING)
-                if running >= self._throttle[t.array_job_id]:
+                if running >= self.throttle[t.array_job_id]:
                     t.reason = "JobArrayTaskLimit"
                     continue
             account = t.spec.account or self.default_account

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from slurmflow.quota.budget import Verdict
     from slurmflow.quota.fit import Fit
     from slurmflow.run.launch import Prepared
-    from slurmflow.slurm.types import JobInfo
 
 
 def _store(args: argparse.Namespace) -> RunStore:
@@ -136,7 +135,6 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
 def cmd_launch(args: argparse.Namespace, console: Console) -> int:
     if args.dry_run:
         return cmd_plan(args, console)
-    from slurmflow.backends.local import exit_code
     from slurmflow.run.launch import launch
 
     prep, chosen = _prepare(args, console)
@@ -152,23 +150,40 @@ def cmd_launch(args: argparse.Namespace, console: Console) -> int:
         hold=args.hold,
     )
     code = 0
-    if chosen.local is not None:  # the local engine runs the campaign in this process
-        code = exit_code(_run_local(chosen, ids, console))
+    if chosen.local is not None and not args.detach:  # the terminal follows the local run to its end
+        code = _follow_local(store, ids, console)
     _report_launch(args, console, store, prep.plan, ids, fits)
+    if chosen.local is not None and args.detach and not args.json:
+        console.print(f"the run goes on in the background: slurmflow status {store.run_id}", highlight=False)
     return code
 
 
-def _run_local(chosen: schedulers.Chosen, ids: dict[str, str], console: Console) -> list[JobInfo]:
+def _follow_local(store: RunStore, ids: dict[str, str], console: Console) -> int:
     from rich.progress import Progress
 
+    from slurmflow.backends.local import exit_code
+    from slurmflow.backends.local_run import LocalRun, foreground
     from slurmflow.cli import views
 
-    assert chosen.local is not None
+    run = schedulers.of_run(store)
+    assert isinstance(run, LocalRun)
     with Progress(console=console, transient=False) as bar:
         task = bar.add_task("running locally", total=None)
-        jobs = chosen.local.drive(list(ids.values()), lambda done, total: bar.update(task, completed=done, total=total))
+        try:
+            jobs = foreground(
+                run, list(ids.values()), lambda done, total: bar.update(task, completed=done, total=total)
+            )
+        except KeyboardInterrupt:
+            console.print(f"interrupted: run {store.run_id} cancelled (--detach keeps a run going)")
+            return 130
     console.print(views.final_table(jobs))
-    return jobs
+    return exit_code(jobs)
+
+
+def cmd_supervise(args: argparse.Namespace, console: Console) -> int:
+    from slurmflow.monitoring import supervisor
+
+    return supervisor.run(RunStore(Path(args.run_dir)))
 
 
 def cmd_resume(args: argparse.Namespace, console: Console) -> int:

@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     _experiment_args(launch)
     launch.add_argument("--dry-run", action="store_true", help="the same as `slurmflow plan`")
     launch.add_argument("--hold", action="store_true", help="submit every job held; `scontrol release` starts them")
+    launch.add_argument(
+        "--detach",
+        action="store_true",
+        help="local backend: return once submitted; the run goes on in the background (Ctrl-C otherwise cancels it)",
+    )
     launch.set_defaults(func=commands.cmd_launch)
 
     resume = sub.add_parser(
@@ -207,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     logs.add_argument("--runs-dir", default=os.environ.get(RUNS_ENV, "runs"), help="where run directories are")
     logs.set_defaults(func=commands.cmd_logs)
+    # The supervisor of a local run, started detached by the local engine; not for people.
+    supervise = sub.add_parser("supervise", description="Run a local run's supervisor (started by slurmflow).")
+    supervise.add_argument("run_dir", metavar="RUN_DIR")
+    supervise.set_defaults(func=commands.cmd_supervise)
     add_parsers(sub, lambda via: schedulers.slurm(via))
     return parser
 

@@ -283,7 +283,8 @@ def launch(
         raise UsageError("--hold needs Slurm: the local backend runs jobs as soon as they are submitted")
     store = write_run(prep, runs_dir, cwd=cwd, python=python, argv=argv)
     schedulers.record(store, chosen, via)
-    return store, submit_run(store, chosen.backend, hold=hold, progress=progress)
+    backend = chosen.backend if chosen.local is None else schedulers.local_run(store, chosen.local)
+    return store, submit_run(store, backend, hold=hold, progress=progress)
 
 
 def jobs_by_stage(plan: Plan, ids: dict[str, str]) -> dict[str, list[str]]:

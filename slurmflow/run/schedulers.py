@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from slurmflow.backends.base import Backend
-from slurmflow.backends.local import LocalSlurm, detect_gpus
+from slurmflow.backends.local import LocalSlurm, visible_gpus
+from slurmflow.backends.local_run import LocalRun, Settings
 from slurmflow.backends.slurm_cli import SlurmCLI
 from slurmflow.errors import UsageError
 from slurmflow.rundir.store import RunStore
@@ -47,18 +48,28 @@ class Chosen:
         return "local" if self.local is not None else "slurm"
 
 
-def for_launch(choice: str, via: str | None, local_gpus: int | None, gpus: Callable[[], int] = detect_gpus) -> Chosen:
+def for_launch(
+    choice: str, via: str | None, local_gpus: int | None, gpus: Callable[[], tuple[str, ...]] = visible_gpus
+) -> Chosen:
+    """The backend a launch plans against. The local engine gets the GPUs CUDA may use here
+    (CUDA_VISIBLE_DEVICES honoured), `--local-gpus` of them when given."""
     if kind(choice, via) != "local":
         return Chosen(slurm(via), None)
     note = None
-    n = local_gpus
-    if n is None:
-        n = gpus()
-        if n == 0:
-            n = CPU_GPU_SLOTS
-            note = f"no GPU on this machine: GPU stages run on the CPU with {n} GPU slots"
-    local = LocalSlurm(gpus=n)
+    devices = gpus()
+    if local_gpus is not None:
+        devices = devices[:local_gpus] if len(devices) >= local_gpus else tuple(str(i) for i in range(local_gpus))
+    elif not devices:
+        devices = tuple(str(i) for i in range(CPU_GPU_SLOTS))
+        note = f"no GPU on this machine: GPU stages run on the CPU with {CPU_GPU_SLOTS} GPU slots"
+    local = LocalSlurm(devices=devices)
     return Chosen(local, local, note)
+
+
+def local_run(store: RunStore, engine: LocalSlurm) -> LocalRun:
+    """The run's own local engine (its queue in the run directory, its supervisor), set up as planned."""
+    settings = Settings(devices=engine.devices, cpus=engine.cpus, mem_mb=engine.mem_mb, kill_wait=engine.kill_wait)
+    return LocalRun.create(store.path("local"), settings)
 
 
 def record(store: RunStore, chosen: Chosen, via: str | None) -> None:
@@ -67,11 +78,14 @@ def record(store: RunStore, chosen: Chosen, via: str | None) -> None:
     chosen.backend.save_capabilities(store.path("capabilities.json"))
 
 
-def of_run(store: RunStore, via: str | None = None) -> SlurmCLI:
-    """The Slurm backend a run was launched through (its recorded prefix, unless `via` is given)."""
+def of_run(store: RunStore, via: str | None = None) -> Backend:
+    """The backend a run was launched through: its local engine, or Slurm through its recorded
+    prefix (unless `via` is given)."""
     recorded = store.read_json(RECORD) if store.path(RECORD).exists() else {"backend": "slurm"}
     if recorded["backend"] == "local":
-        raise UsageError(f"run {store.run_id} ran on the local backend, whose jobs ended with it: launch it again")
+        if not store.path("local", "engine.json").exists():
+            raise UsageError(f"run {store.run_id} ran on the local backend in its launch's process: launch it again")
+        return LocalRun(store.path("local"))
     backend = slurm(via if via is not None else recorded.get("via"))
     backend.capabilities_cache = store.path("capabilities.json")  # probed once, at launch
     return backend

@@ -11,6 +11,7 @@ import pytest
 
 from slurmflow.backends import FakeSlurm
 from slurmflow.backends.local import exit_code
+from slurmflow.backends.local_run import LocalRun, Settings
 from slurmflow.errors import ControllerUnavailable, UsageError
 from slurmflow.monitoring import loop, observe
 from slurmflow.monitoring.monitor import Tick
@@ -31,19 +32,24 @@ def test_auto_is_slurm_where_sbatch_or_a_prefix_is_and_local_elsewhere(monkeypat
     assert schedulers.kind("auto", None, which=lambda _p: None) == "slurm"
 
 
-def test_the_local_engine_gets_the_real_gpus_or_cpu_slots_with_a_note() -> None:
-    none = schedulers.for_launch("local", None, None, gpus=lambda: 0)
+def test_the_local_engine_gets_the_gpus_cuda_may_use_or_cpu_slots_with_a_note() -> None:
+    none = schedulers.for_launch("local", None, None, gpus=lambda: ())
     assert none.local is not None and none.local.gpus == schedulers.CPU_GPU_SLOTS and "no GPU" in str(none.note)
-    two = schedulers.for_launch("local", None, None, gpus=lambda: 2)
-    assert two.local is not None and two.local.gpus == 2 and two.note is None and two.kind == "local"
-    asked = schedulers.for_launch("local", None, 1, gpus=lambda: 8)
-    assert asked.local is not None and asked.local.gpus == 1
+    two = schedulers.for_launch("local", None, None, gpus=lambda: ("3", "5"))
+    assert two.local is not None and two.local.devices == ("3", "5") and two.note is None and two.kind == "local"
+    asked = schedulers.for_launch("local", None, 1, gpus=lambda: ("3", "5"))
+    assert asked.local is not None and asked.local.devices == ("3",)
+    more = schedulers.for_launch("local", None, 2, gpus=lambda: ())  # slots the user asked for, on the CPU
+    assert more.local is not None and more.local.devices == ("0", "1")
 
 
-def test_a_run_of_the_local_engine_has_no_slurm_to_ask(tmp_path: Path) -> None:
+def test_a_local_run_is_driven_through_its_engine_and_a_slurm_run_through_its_prefix(tmp_path: Path) -> None:
     (tmp_path / "backend.json").write_text(json.dumps({"backend": "local", "via": None}))
-    with pytest.raises(UsageError, match="ran on the local backend"):
+    with pytest.raises(UsageError, match="ran on the local backend in its launch's process"):
         schedulers.of_run(RunStore(tmp_path))
+    LocalRun.create(tmp_path / "local", Settings(devices=("0",), cpus=2))
+    local = schedulers.of_run(RunStore(tmp_path))
+    assert isinstance(local, LocalRun) and local.cluster_info().partition_gpus == {"*": 1}
     (tmp_path / "backend.json").write_text(json.dumps({"backend": "slurm", "via": "ssh login1"}))
     backend = schedulers.of_run(RunStore(tmp_path))
     assert backend.runner.prefix == ("ssh", "login1")  # type: ignore[attr-defined]

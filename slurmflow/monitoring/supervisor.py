@@ -1,0 +1,32 @@
+"""The supervisor of a local run (`slurmflow supervise RUN_DIR`, started detached by the local
+engine): it steps the engine (backends.local_run) and applies the run's retry policy with a
+monitor tick every few seconds, as `slurmflow monitor` does on Slurm."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from slurmflow.backends.local_run import LocalRun, supervise
+from slurmflow.monitoring.monitor import one_line, tick
+from slurmflow.rundir.events import TickFailed
+from slurmflow.rundir.store import RunStore
+
+TICK_EVERY_S = 5.0
+
+
+def run(store: RunStore, *, tick_every_s: float = TICK_EVERY_S, clock: Callable[[], float] = time.monotonic) -> int:
+    backend = LocalRun(store.path("local"))
+    last = clock()
+
+    def on_step() -> None:
+        nonlocal last
+        if clock() - last < tick_every_s:
+            return
+        last = clock()
+        try:
+            tick(store, backend)
+        except Exception as exc:  # the supervisor outlives a failed tick, as the monitor job does
+            store.append(TickFailed(task="supervisor", node="monitor", why=one_line(exc), t=time.time()))
+
+    return supervise(store.path("local"), on_step=on_step)
