@@ -4,10 +4,11 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.contract.harness import FakeHarness, Harness, RealHarness
+from tests.contract.harness import FakeHarness, Harness, LocalHarness, RealHarness
 
 # The matrix in `make test` runs the cluster tiers once per Slurm version (docker/slurm-cluster).
 VERSION = os.environ.get("SLURMFLOW_MINI_VERSION", "24.11")
@@ -49,13 +50,28 @@ def mini_cluster() -> str:
     return CONTAINER
 
 
-@pytest.fixture(params=["fake", pytest.param("slurm", marks=pytest.mark.integration)])
-def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+@pytest.fixture(params=["fake", "local", pytest.param("slurm", marks=pytest.mark.integration)])
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     if request.param == "fake":
         yield FakeHarness.create()
+        return
+    if request.param == "local":
+        local = LocalHarness.create(tmp_path)
+        try:
+            yield local
+        finally:
+            local.cleanup()
         return
     real = RealHarness.create(request.getfixturevalue("mini_cluster"))
     try:
         yield real
     finally:
         real.cleanup()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A contract scenario marked `not_local` (nodes, users, account caps) has no local case."""
+    gone = [i for i in items if i.get_closest_marker("not_local") and "[local]" in i.nodeid]
+    if gone:
+        config.hook.pytest_deselected(items=gone)
+        items[:] = [i for i in items if i not in gone]

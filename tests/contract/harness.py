@@ -1,18 +1,21 @@
-"""One contract, two schedulers: the same scenarios run against the in-memory FakeSlurm and the real
-mini cluster. A `Work` is what a job does, written once as a bash script (for Slurm) and as an
+"""One contract, three schedulers: the same scenarios run against the in-memory FakeSlurm, the local
+engine (a run's queue and its supervisor, real processes) and the real mini cluster. A `Work` is what a job does, written once as a bash script (for Slurm) and as an
 Outcome (for the fake), so both sides are told the same story."""
 
 from __future__ import annotations
 
 import dataclasses
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from slurmflow.backends import Backend, FakeSlurm, Outcome, SlurmCLI
+from slurmflow.backends.local_run import LocalRun, Settings
 from slurmflow.slurm.runner import SubprocessRunner
 from slurmflow.slurm.types import JobInfo, JobSpec, JobState
 
@@ -53,6 +56,7 @@ class Work:
 class Harness(Protocol):
     backend: Backend
     kind: str
+    gpu_nodes: str  # how the names of nodes with GPUs begin
 
     def submit(self, name: str, work: Work, **spec: Any) -> str: ...
     def jobs(self, job_id: str) -> Jobs: ...
@@ -75,6 +79,7 @@ class _Base:
     account: str = "lab-a"
     token: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     submitted: list[str] = field(default_factory=list)
+    gpu_nodes: str = "gpu"
 
     def spec(self, name: str, work: Work, **spec: Any) -> JobSpec:
         return JobSpec(
@@ -221,6 +226,68 @@ class RealHarness(_Base):
     def cleanup(self) -> None:
         if self.submitted:
             self.root("scancel", *self.submitted)
+
+
+# The local engine's supervisor without a run around it: the engine alone, no retry policy.
+_SUPERVISE = "import pathlib, sys; from slurmflow.backends.local_run import supervise; sys.exit(supervise(pathlib.Path(sys.argv[1]) / 'local'))"
+
+
+@dataclass
+class LocalHarness(_Base):
+    """The local engine as a run uses it: commands change its queue on disk, its detached
+    supervisor runs the processes. Single user, one node, no accounts: the scenarios about
+    nodes, users and account caps are Slurm's alone (marked `not_local`)."""
+
+    kind: str = "local"
+    gpu_nodes: str = "localhost"
+
+    @classmethod
+    def create(cls, root: Path) -> LocalHarness:
+        run = LocalRun.create(root / "local", Settings(devices=("0", "1", "2", "3"), cpus=4, kill_wait=2.0))
+        run.supervisor = [sys.executable, "-c", _SUPERVISE]
+        return cls(backend=run)
+
+    def submit(self, name: str, work: Work, **spec: Any) -> str:
+        job_id: str = self.backend.submit(self.spec(name, work, **spec))
+        self.submitted.append(job_id)
+        return job_id
+
+    def wait(self, job_id: str, done: Callable[[Jobs], bool], timeout: float, what: str) -> Jobs:
+        deadline = time.monotonic() + timeout
+        while True:
+            jobs = self.jobs(job_id)
+            if done(jobs):
+                return jobs
+            if time.monotonic() > deadline:
+                raise AssertionError(f"local: {what} not reached in {timeout} s: {summary(jobs)}")
+            time.sleep(0.1)
+
+    def stays(self, job_id: str, holds: Callable[[Jobs], bool], passes: int, timeout: float, what: str) -> Jobs:
+        """`holds` stays true for `passes` seconds: five supervisor steps each."""
+        deadline = time.monotonic() + min(timeout, float(passes))
+        while True:
+            jobs = self.jobs(job_id)
+            assert holds(jobs), f"local: {what} no longer holds: {summary(jobs)}"
+            if time.monotonic() >= deadline:
+                return jobs
+            time.sleep(0.1)
+
+    def stop_node(self, node: str) -> None:
+        raise NotImplementedError("the local engine has one node, this machine")
+
+    def start_node(self, node: str) -> None:
+        raise NotImplementedError("the local engine has one node, this machine")
+
+    def set_gpu_cap(self, account: str, gpus: int | None) -> None:
+        raise NotImplementedError("the local engine keeps no accounts")
+
+    def as_user(self, user: str, account: str) -> LocalHarness:
+        raise NotImplementedError("the local engine runs as its one user")
+
+    def cleanup(self) -> None:
+        if self.submitted:
+            self.backend.cancel(self.submitted)
+            self.backend.wait(self.submitted, settle=True, poll_s=0.1)
 
 
 def summary(jobs: Jobs) -> str:

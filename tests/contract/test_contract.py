@@ -1,5 +1,6 @@
-"""The Backend contract. Each scenario runs against FakeSlurm (always) and the real mini cluster
-(integration tier): the fake is trusted only where both pass. Outcomes are read back from the
+"""The Backend contract. Each scenario runs against FakeSlurm and the local engine (always) and the
+real mini cluster (integration tier): the fake and the local engine are trusted only where the
+cluster passes too. Outcomes are read back from the
 scheduler itself (squeue and sacct on the real cluster)."""
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def test_gpu_array_task_failure_is_per_task(harness: Harness) -> None:
     jobs = harness.wait(a, all_final(4), 120, "array finished")
     assert states(jobs, tasks(a)) == [CD, CD, F, CD]
     assert jobs[f"{a}_2"].exit_code == 3
-    assert all(j.nodes and j.nodes.startswith("gpu") for j in jobs.values())
+    assert all(j.nodes and j.nodes.startswith(harness.gpu_nodes) for j in jobs.values())
     assert {j.user for j in jobs.values()} == {"alice"}
 
 
@@ -101,6 +102,7 @@ def test_dependency_on_unknown_job_is_rejected_or_taken_as_satisfied(harness: Ha
     assert harness.wait(orphan, all_final(1), 120, "orphan ran")[orphan].state is CD
 
 
+@pytest.mark.not_local
 def test_stopped_node_requeues_or_fails_its_jobs(harness: Harness) -> None:
     keep = harness.submit("requeue", Work(seconds=600), requeue=True)
     lose = harness.submit("norequeue", Work(seconds=600), requeue=False)
@@ -122,6 +124,7 @@ def test_stopped_node_requeues_or_fails_its_jobs(harness: Harness) -> None:
             harness.start_node(str(node))
 
 
+@pytest.mark.not_local
 def test_account_gpu_cap_makes_jobs_pend_for_a_non_root_user(harness: Harness) -> None:
     bob = harness.as_user("bob", "lab-b")
     harness.set_gpu_cap("lab-b", 2)
