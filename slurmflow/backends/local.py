@@ -3,10 +3,12 @@
 The scheduling (arrays, throttles, every dependency kind, kill-on-invalid-dep, GPU and CPU slots)
 is `sim.Scheduler`'s, checked against real Slurm by the contract suite; here each task is a real
 process (its own session) running the same batch script, with the environment Slurm would give it.
-Limits end a task as Slurm ends it: past its time limit, SIGTERM to its process group, SIGKILL
-after `kill_wait` seconds, state TIMEOUT (0:15); over its `mem` (the resident memory of its whole
-process group, read from /proc where there is one, as Slurm's OverMemoryKill does), SIGKILL,
-state OUT_OF_MEMORY.
+A task's processes are all that carry its tag in their environment (SLURMFLOW_LOCAL_TASK, which
+every descendant inherits, in whatever session or process group it puts itself), found through
+/proc where there is one, and its process group elsewhere: the local counterpart of Slurm's
+process tracking. Limits end a task as Slurm ends it: past its time limit, SIGTERM to all of
+them, SIGKILL after `kill_wait` seconds, state TIMEOUT (0:15); over its `mem` (their resident
+memory, as Slurm's OverMemoryKill counts it), SIGKILL, state OUT_OF_MEMORY.
 
 A process started by an earlier engine (the supervisor of the run restarted) cannot be waited for:
 the batch step writes its exit code beside the run's engine state (`exit_dir`), and it is read
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import subprocess
 import tempfile
 import time
@@ -76,24 +79,40 @@ def _expand_output(pattern: str, t: Task) -> str:
     )
 
 
-def group_rss_mb(pgid: int, proc: Path = Path("/proc")) -> int | None:
-    """Resident memory of every process in a process group, in MB; None where /proc is missing."""
+TAG_ENV = "SLURMFLOW_LOCAL_TASK"
+
+
+def tagged_processes(prefix: str, proc: Path = Path("/proc")) -> dict[str, list[int]] | None:
+    """Live processes whose environment carries a task tag starting with `prefix`, by tag; None
+    where there is no /proc. (A zombie's environment reads empty: it is not counted.)"""
     if not proc.is_dir():
         return None
-    total_kb = 0
+    needle = f"{TAG_ENV}={prefix}".encode()
+    out: dict[str, list[int]] = {}
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[2]) != pgid:  # field 5 of proc(5), after pid and (comm)
-                continue
-            for line in (entry / "status").read_text().splitlines():
+            env = (entry / "environ").read_bytes()
+        except OSError:
+            continue  # ended while we looked, or not ours
+        at = env.find(needle)
+        if at < 0 or (at > 0 and env[at - 1] != 0):
+            continue
+        start = at + len(TAG_ENV) + 1
+        end = env.find(b"\0", start)
+        out.setdefault(env[start : end if end >= 0 else None].decode(), []).append(int(entry.name))
+    return out
+
+
+def rss_mb(pids: Sequence[int], proc: Path = Path("/proc")) -> int:
+    """Resident memory of these processes together, in MB."""
+    total_kb = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in (proc / str(pid) / "status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total_kb += int(line.split()[1])
-        except (OSError, ValueError, IndexError):
-            continue  # the process ended while we looked
     return total_kb // 1024
 
 
@@ -113,11 +132,15 @@ class LocalSlurm(Scheduler):
     clock: Callable[[], float] = time.monotonic
     # The resident memory of running tasks is read this often (a scan of /proc).
     mem_every_s: float = 1.0
-    # Process groups told to stop (SIGTERM) -> when, in engine time: SIGKILL once kill_wait has passed.
-    stopping: dict[int, float] = field(default_factory=dict)
+    # Tasks told to stop (SIGTERM): tag -> (when, in engine time; process group). SIGKILL once
+    # kill_wait has passed and anything of them is left.
+    stopping: dict[str, tuple[float, int]] = field(default_factory=dict)
+    token: str = field(default_factory=lambda: secrets.token_hex(4))  # the tags of this engine's tasks
     procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)  # ours, by pid
     _t0: float = 0.0
     _mem_read: float = float("-inf")
+    _scan: dict[str, list[int]] | None = None
+    _scanned: bool = False
 
     def __post_init__(self) -> None:
         if not self.devices:
@@ -158,6 +181,7 @@ class LocalSlurm(Scheduler):
             SLURM_JOB_GPUS=names,
             CUDA_VISIBLE_DEVICES=names,
         )
+        env[TAG_ENV] = self._tag(t)
         if t.index is not None:
             env.update(SLURM_ARRAY_JOB_ID=t.array_job_id or t.raw_id, SLURM_ARRAY_TASK_ID=str(t.index))
         out_path = _expand_output(t.spec.output or "slurm-%j.out", t)
@@ -187,6 +211,25 @@ class LocalSlurm(Scheduler):
         assert self.exit_dir is not None
         return self.exit_dir / f"{t.job_id}.{t.restarts}"
 
+    def _tag(self, t: Task) -> str:
+        return f"{self.token}:{t.job_id}:{t.restarts}"
+
+    def _members(self) -> dict[str, list[int]] | None:
+        """This engine's tasks' processes, by tag: one /proc scan per step, only when asked for."""
+        if not self._scanned:
+            self._scan, self._scanned = tagged_processes(f"{self.token}:"), True
+        return self._scan
+
+    def _alive(self, tag: str, pgid: int) -> bool:
+        members = self._members()
+        return bool(members.get(tag)) if members is not None else _group_alive(pgid)
+
+    def _signal(self, tag: str, pgid: int, sig: int) -> None:
+        _signal_group(pgid, sig)
+        for pid in (self._members() or {}).get(tag, []):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
     def _poll(self, t: Task) -> int | None:
         proc = self.procs.get(t.pid) if t.pid is not None else None
         if proc is not None:
@@ -206,23 +249,24 @@ class LocalSlurm(Scheduler):
         return 1
 
     def _stop(self, t: Task) -> None:
-        """SIGTERM to the task's process group now; SIGKILL after kill_wait (Slurm's KillWait) if
-        anything of it is left (`_reap`). Never waits: a stop is as quick as scancel."""
+        """SIGTERM to every process of the task now; SIGKILL after kill_wait (Slurm's KillWait) to
+        whatever is left (`_reap`). Never waits: a stop is as quick as scancel."""
         if t.pid is None:
             return
-        _signal_group(t.pid, 15)
-        self.stopping[t.pid] = self.now
+        tag = self._tag(t)
+        self._signal(tag, t.pid, 15)
+        self.stopping[tag] = (self.now, t.pid)
         t.pid = None
 
     def _reap(self) -> None:
-        for pgid, since in list(self.stopping.items()):
+        for tag, (since, pgid) in list(self.stopping.items()):
             proc = self.procs.get(pgid)
             if proc is not None and proc.poll() is not None:
                 del self.procs[pgid]
-            if not _group_alive(pgid):
-                del self.stopping[pgid]
+            if not self._alive(tag, pgid):
+                del self.stopping[tag]
             elif self.now - since >= self.kill_wait:
-                _signal_group(pgid, 9)
+                self._signal(tag, pgid, 9)
 
     def _limits(self) -> None:
         read_mem = self.now - self._mem_read >= self.mem_every_s
@@ -236,8 +280,8 @@ class LocalSlurm(Scheduler):
                 self._end(t, JobState.TIMEOUT, 0, 15)  # as sacct shows it: 0:15
                 t.reason = "TimeLimit"
             elif read_mem and t.spec.mem and t.pid is not None:
-                rss = group_rss_mb(t.pid)
-                if rss is not None and rss > megabytes(t.spec.mem):
+                members = self._members()
+                if members is not None and rss_mb(members.get(self._tag(t), [])) > megabytes(t.spec.mem):
                     self._end(t, JobState.OUT_OF_MEMORY, 0, 9)
                     t.reason = "OutOfMemory"
 
@@ -246,8 +290,10 @@ class LocalSlurm(Scheduler):
         start what may start."""
         del seconds
         self.now = self.clock() - self._t0
+        self._scanned = False  # processes are looked up afresh each step
         self._limits()
         self._tick()
+        self._scanned = False  # a task stopped in this step is looked for after its signal
         self._reap()
 
     @property

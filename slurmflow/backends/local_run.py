@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -86,7 +87,8 @@ class _Queue(msgspec.Struct):
     t0: float  # the wall-clock time of engine time 0
     next_id: int = 1
     throttle: dict[str, int] = msgspec.field(default_factory=dict)
-    stopping: dict[int, float] = msgspec.field(default_factory=dict)
+    stopping: dict[str, tuple[float, int]] = msgspec.field(default_factory=dict)
+    token: str = ""
     tasks: list[_TaskRecord] = msgspec.field(default_factory=list)
 
 
@@ -97,7 +99,7 @@ def _encode(engine: LocalSlurm, settings: Settings, t0: float) -> bytes:
     tasks = [
         _TaskRecord(state=t.state.name, **{f: getattr(t, f) for f in _RECORD_FIELDS}) for t in engine.tasks.values()
     ]
-    queue = _Queue(settings, t0, engine.next_id, dict(engine.throttle), dict(engine.stopping), tasks)
+    queue = _Queue(settings, t0, engine.next_id, dict(engine.throttle), dict(engine.stopping), engine.token, tasks)
     return msgspec.json.encode(queue)
 
 
@@ -114,6 +116,7 @@ def _engine(queue: _Queue, *, deferred: bool, exit_dir: Path) -> LocalSlurm:
         next_id=queue.next_id,
         deferred=deferred,
         stopping=dict(queue.stopping),
+        token=queue.token or secrets.token_hex(4),
     )
     engine.throttle = dict(queue.throttle)
     for r in queue.tasks:
@@ -138,7 +141,8 @@ class LocalRun:
         (root / EXITS).mkdir(mode=0o700, exist_ok=True)
         run = cls(root, python)
         if not (root / STATE).exists():
-            write_atomic(root / STATE, msgspec.json.encode(_Queue(settings, time.time())).decode())
+            queue = _Queue(settings, time.time(), token=secrets.token_hex(4))
+            write_atomic(root / STATE, msgspec.json.encode(queue).decode())
         return run
 
     # --- the queue on disk ------------------------------------------------------------------------

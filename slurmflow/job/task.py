@@ -30,7 +30,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,9 +68,16 @@ class Prepared:
     status: dict[str, object]
     store: RunStore
     node: str
+    clock: Callable[[], float] = time.time  # what the task's status and events are stamped with
 
 
-def prepare(store: RunStore, key: str, array_index: int | None, plan: Plan | None = None) -> Prepared:
+def prepare(
+    store: RunStore,
+    key: str,
+    array_index: int | None,
+    plan: Plan | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Prepared:
     """Find the trial (chunk offset + array index), compose its config from the run's snapshot,
     and build the environment the stage runs in."""
     plan = plan or store.plan()
@@ -110,10 +117,12 @@ def prepare(store: RunStore, key: str, array_index: int | None, plan: Plan | Non
         "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"),
         "restart": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
         "host": socket.gethostname(),
-        "started": time.time(),
+        "started": clock(),
         "state": "running",
     }
-    prepared = Prepared(stage, cfg, env, launch["cwd"], workdir / f"{stage.name}.status.json", status, store, node.key)
+    prepared = Prepared(
+        stage, cfg, env, launch["cwd"], workdir / f"{stage.name}.status.json", status, store, node.key, clock
+    )
     _write_status(prepared.status_path, status)
     return prepared
 
@@ -168,7 +177,7 @@ class GpuWatch:
         rule = self.p.stage.gpu_idle
         assert rule is not None
         me = _my_job_id() or self.p.node
-        self.p.store.append(GpuIdle(task=me, node=self.p.node, action=rule.action, why=why, t=time.time()))
+        self.p.store.append(GpuIdle(task=me, node=self.p.node, action=rule.action, why=why, t=self.p.clock()))
         if rule.action != "cancel":
             gpu.note(f"GPU idle: {why} (warning only)")
             return
@@ -201,7 +210,7 @@ class GpuWatch:
 
     def cancel_self(self) -> int:
         """After an idle cancel: record it, then cancel this task in Slurm."""
-        self.p.status.update(state="cancelled", reason=f"GPU idle: {self.cancelled}", ended=time.time())
+        self.p.status.update(state="cancelled", reason=f"GPU idle: {self.cancelled}", ended=self.p.clock())
         _write_status(self.p.status_path, self.p.status)
         me = _my_job_id()
         if me:
@@ -215,7 +224,7 @@ def _kill_if_running(child: Child) -> None:
 
 
 def _finish(p: Prepared, code: int, result: object = None) -> None:
-    p.status.update(state="completed" if code == 0 else "failed", exit_code=code, ended=time.time())
+    p.status.update(state="completed" if code == 0 else "failed", exit_code=code, ended=p.clock())
     if result is not None:
         p.status["result"] = repr(result)[:2000]
     _write_status(p.status_path, p.status)
@@ -267,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"slurmflow task: {exc}", file=sys.stderr)
         code, requeued = 2, False
     if requeued:
-        p.status.update(state="requeued", exit_code=code, ended=time.time())
+        p.status.update(state="requeued", exit_code=code, ended=p.clock())
         _write_status(p.status_path, p.status)
         return 0
     if p.status.get("state") == "cancelled":  # by its GPU idle rule: already recorded

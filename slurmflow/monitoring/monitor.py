@@ -162,7 +162,9 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
             # Not resubmitted: its tasks are still out of memory, so the next tick tries again.
             failed(f"{len(chosen[node_key])} task(s) of {node_key}", node_key, "resubmit", exc)
 
-        new_ids = resubmit(store, backend, plan, state, jobs, chosen, why="OUT_OF_MEMORY", mem=mem, on_error=refused)
+        new_ids = resubmit(
+            store, backend, plan, state, jobs, chosen, why="OUT_OF_MEMORY", mem=mem, on_error=refused, clock=clock
+        )
         for node_key, job_id in new_ids.items():
             # Shown with the new job's id and the memory; the log has the `resubmitted` event itself.
             why = f"OUT_OF_MEMORY: {len(chosen[node_key])} task(s) resubmitted with mem={mem[node_key]}"

@@ -5,6 +5,9 @@ index with index. Dependents retried together wait for the retried parents."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from slurmflow.backends.base import Backend
 from slurmflow.errors import UsageError
 from slurmflow.model import Plan
@@ -34,10 +37,17 @@ def select(
     return chosen
 
 
-def retry(store: RunStore, backend: Backend, *, stage: str | None, failed_only: bool) -> dict[str, str]:
+def retry(
+    store: RunStore,
+    backend: Backend,
+    *,
+    stage: str | None,
+    failed_only: bool,
+    clock: Callable[[], float] = time.time,
+) -> dict[str, str]:
     plan, state = store.plan(), store.state()
     if stage is not None and stage not in plan.stages:
         raise UsageError(f"--stage {stage!r}: no such stage in run {store.run_id} (stages: {', '.join(plan.stages)})")
     jobs = backend.query(state.jobs(plan, holding=True)).by_id()
     chosen = select(plan, state, jobs, stage=stage, failed_only=failed_only)
-    return resubmit(store, backend, plan, state, jobs, chosen, why="slurmflow retry")
+    return resubmit(store, backend, plan, state, jobs, chosen, why="slurmflow retry", clock=clock)

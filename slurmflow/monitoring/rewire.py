@@ -79,6 +79,7 @@ def resubmit(
     why: str,
     mem: Mapping[str, str] | None = None,
     on_error: Callable[[str, CommandError], None] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> dict[str, str]:
     """New jobs for the chosen tasks of each node (in plan order), with `mem` overrides per node.
     Each `resubmitted` event is folded into `state` as it is written, so later nodes, status and
@@ -132,7 +133,7 @@ def resubmit(
             job_id=job_id,
             mem=spec.mem,
             why=why,
-            t=time.time(),
+            t=clock(),
         )
         store.append(event)
         state.apply(event)  # later nodes of this retry see the parent's tasks in their new job

@@ -44,6 +44,7 @@ class Context:
     # A controller that does not answer is asked again after 1 s, doubling up to 30 s, for 10
     # minutes in all (slurmctld restarts take seconds to minutes).
     backoff: Backoff = field(default_factory=lambda: Backoff(patience=600.0))
+    clock: Callable[[], float] = time.time  # the time every event of the submission is stamped with
 
 
 def _reconcile(backend: Backend, run_id: str, key: str) -> str | None:
@@ -68,12 +69,12 @@ def _submit_node(
         return _submit_once(backend, store, ctx, node, spec, script, via_submitit=via_submitit)
 
     def waiting(delay: float, _exc: BaseException) -> None:
-        store.append(ControllerBusy(node=node.key, retry_in=delay, t=time.time()))
+        store.append(ControllerBusy(node=node.key, retry_in=delay, t=ctx.clock()))
 
     try:
         return ctx.backoff.run(attempt, transient=(ControllerUnavailable,), on_wait=waiting)
     except ControllerUnavailable as exc:
-        store.append(ControllerGone(node=node.key, slurm=_last_line(exc), t=time.time()))
+        store.append(ControllerGone(node=node.key, slurm=_last_line(exc), t=ctx.clock()))
         raise SubmissionRefused(
             f"the Slurm controller did not answer for {ctx.backoff.patience:g} s ({_last_line(exc)}) while "
             f"submitting {node.key}; once it is back, `slurmflow resume {ctx.run_id}` submits the rest, "
@@ -99,7 +100,7 @@ def _submit_once(
         # A limit Slurm enforces: stop here. What is submitted stays; the intent makes resume
         # look this node up by name before it submits it, so nothing can run twice.
         why = "MaxJobCount" if isinstance(exc, ControllerFull) else "submit limit"
-        store.append(Refused(node=node.key, why=why, slurm=_last_line(exc), t=time.time()))
+        store.append(Refused(node=node.key, why=why, slurm=_last_line(exc), t=ctx.clock()))
         raise SubmissionRefused(
             f"Slurm refused {node.key}: {_last_line(exc)}; once it fits, run `slurmflow resume {ctx.run_id}`",
             node=node.key,
@@ -186,7 +187,7 @@ def submit(
         for key in sorted(state.intents):
             job_id = _reconcile(backend, ctx.run_id, key)
             if job_id:
-                store.append(Submitted(node=key, job_id=job_id, reconciled=True, t=time.time()))
+                store.append(Submitted(node=key, job_id=job_id, reconciled=True, t=ctx.clock()))
         state = store.state()
     outcomes: dict[str, str] = {}
     if resume and state.submitted:
@@ -202,7 +203,7 @@ def submit(
         dropped, runnable = _resolve_finished_parents(node, outcomes, skipped)
         if not runnable:
             skipped.add(node.key)
-            store.append(Skipped(node=node.key, why="a parent already ended so it can never run", t=time.time()))
+            store.append(Skipped(node=node.key, why="a parent already ended so it can never run", t=ctx.clock()))
             if progress:
                 progress(node, "skipped")
             continue
@@ -219,12 +220,12 @@ def submit(
         if ctx.hold:
             spec = dataclasses.replace(spec, extra_args=(*spec.extra_args, "--hold"))
         script_path = store.write_text(f"scripts/{node.key}.sh", sbatch.render_script(spec), executable=True)
-        store.append(Intent(node=node.key, t=time.time()))
+        store.append(Intent(node=node.key, t=ctx.clock()))
         via_submitit = ctx.submit_callable is not None and plan.stages[node.stage].callable is not None
         job_id = _submit_node(backend, store, ctx, node, spec, str(script_path), via_submitit=via_submitit)
-        store.append(Submitted(node=node.key, job_id=job_id, t=time.time()))
+        store.append(Submitted(node=node.key, job_id=job_id, t=ctx.clock()))
         ids[node.key] = job_id
         if progress:
             progress(node, job_id)
-    store.append(LaunchComplete(t=time.time()))
+    store.append(LaunchComplete(t=ctx.clock()))
     return ids

@@ -179,3 +179,30 @@ def test_a_killed_supervisor_is_replaced_and_the_run_still_finishes(tmp_path: Pa
 @pytest.fixture(autouse=True)
 def _no_slurm_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SLURMFLOW_SLURM_PREFIX", raising=False)
+
+
+HOG = """\
+# @package _global_
+name: hog
+stages:
+  hog:
+    command: >-
+      python -c 'import time; b = bytearray(300 * 2**20); b[::4096] = b"x" * len(b[::4096]); time.sleep(60)'
+    resources: {mem: 100M, time: 5m}
+  after:
+    after_not_ok: [hog]
+    command: "true"
+"""
+
+
+def test_the_memory_of_the_command_the_wrapper_runs_counts_and_ends_it_out_of_memory(tmp_path: Path) -> None:
+    """The stage's command runs in a session of its own under the job wrapper: its memory is still
+    the task's, as in Slurm's cgroup."""
+    project = Project(tmp_path, nap=0)
+    (tmp_path / "configs" / "experiment" / "hog.yaml").write_text(HOG)
+    done = project.run("launch", "--backend", "local", "--runs-dir", "runs", "experiment=hog", check=False)
+    assert done.returncode == 1, done.stderr  # a task ran out of memory
+    (run,) = (tmp_path / "runs").glob("hog-*")
+    status = json.loads(project.run("status", str(run), "--json", "--tasks").stdout)
+    states = {t["stage"]: (t["state"], t["reason"]) for t in status["tasks"]}
+    assert states == {"hog": ("OUT_OF_MEMORY", "OutOfMemory"), "after": ("COMPLETED", "None")}
