@@ -7,8 +7,9 @@ command runners. The rest of the tree is organised by concern; see the README.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from slurmflow._lazy import exports
 from slurmflow._version import __version__
 
 # Imported on first use: a task on a compute node imports `slurmflow.job.task`, which must not pay
@@ -87,14 +88,7 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'slurmflow' has no attribute {name!r}")
+__getattr__ = exports("slurmflow", _EXPORTS, globals())
 
 
 __all__ = [

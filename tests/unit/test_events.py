@@ -217,7 +217,7 @@ def test_the_module_imports_msgspec_and_the_standard_library_only() -> None:
     assert set(out) - {"typing_extensions"} == {"msgspec", "slurmflow"}  # typing_extensions: msgspec's own
     code = "import sys, slurmflow.rundir.events; print(' '.join(sorted(m for m in sys.modules if m.startswith('slurmflow'))))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["slurmflow", "slurmflow._version", "slurmflow.rundir", "slurmflow.rundir.events"]
+    assert out == ["slurmflow", "slurmflow._lazy", "slurmflow._version", "slurmflow.rundir", "slurmflow.rundir.events"]
 
 
 def test_structs_are_frozen() -> None:

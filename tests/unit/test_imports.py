@@ -20,14 +20,15 @@ READ_ONLY = (
 )
 
 
+def _after_read_only(expression: str) -> str:
+    """What `expression` (over sys.modules) prints once the read-only commands are imported."""
+    probe = f"import importlib, sys\nfor m in {READ_ONLY!r}: importlib.import_module(m)\nprint({expression})\n"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def test_read_only_commands_import_neither_hydra_nor_omegaconf() -> None:
-    probe = (
-        "import importlib, sys\n"
-        f"for m in {READ_ONLY!r}: importlib.import_module(m)\n"
-        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules} & {'hydra', 'omegaconf'})))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "", f"imported by the read-only commands: {out.strip()}"
+    out = _after_read_only("' '.join(sorted({m.split('.')[0] for m in sys.modules} & {'hydra', 'omegaconf'}))")
+    assert out == "", f"imported by the read-only commands: {out}"
 
 
 def test_the_public_api_holds_the_whole_exception_tree_and_every_name_resolves() -> None:
@@ -41,3 +42,7 @@ def test_the_public_api_holds_the_whole_exception_tree_and_every_name_resolves()
     for name in slurmflow.__all__:
         assert getattr(slurmflow, name) is not None, name
     assert slurmflow.UsageError is errors.UsageError
+
+
+def test_no_command_imports_the_test_fake() -> None:
+    assert _after_read_only("'slurmflow.backends.fake' in sys.modules") == "False"
