@@ -124,7 +124,7 @@ class LocalSlurm(Scheduler):
     gpus: int = 0
     devices: tuple[str, ...] = ()
     cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
-    mem_mb: int | None = field(default_factory=machine_mem_mb)
+    mem_mb: int | None = field(default_factory=lambda: machine_mem_mb())
     requeue_delay: float = 0.0
     # Seconds between SIGTERM and SIGKILL when a task is stopped (Slurm's KillWait, 30 s by default).
     kill_wait: float = 10.0

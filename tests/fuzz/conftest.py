@@ -30,6 +30,7 @@ from unittest import mock
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.configuration import set_hypothesis_home_dir
 
+from slurmflow.backends import local
 from slurmflow.backends.local import LocalSlurm
 from slurmflow.backends.sim import Scheduler
 from slurmflow.backends.sim import Task as _Task
@@ -127,10 +128,24 @@ _ERROR_LINE = re.compile(r"^slurmflow(?: [\w-]+)*: error: \S")
 _EXCEPTION_NAME = re.compile(r"\b[A-Z][A-Za-z]*(?:Error|Exception)\b")
 
 
+@contextmanager
+def big_machine() -> Iterator[None]:
+    """The local engine on a machine big enough for any stage the strategies write: what is
+    fuzzed is the experiment, not the size of the machine the tests run on."""
+    with mock.patch("os.cpu_count", return_value=64), mock.patch.object(local, "machine_mem_mb", return_value=2**22):
+        yield
+
+
 def run_cli(argv: Sequence[str], cwd: Path) -> Answer:
     """`slurmflow ARGV`, in-process; any exception but SystemExit propagates: it is a traceback."""
     out, err = io.StringIO(), io.StringIO()
-    with working_directory(cwd), redirect_stdout(out), redirect_stderr(err), watchdog(ANSWER_WITHIN_S):
+    with (
+        working_directory(cwd),
+        redirect_stdout(out),
+        redirect_stderr(err),
+        watchdog(ANSWER_WITHIN_S),
+        big_machine(),
+    ):
         try:
             code = cli.main(list(argv))
         except SystemExit as exc:  # argparse; Python exits 1 for a non-integer code
@@ -236,13 +251,14 @@ def queue_only() -> Iterator[list[QueueOnly]]:
         chosen = real(*args, **kwargs)  # whatever checks the real one makes on the options
         if chosen.local is None:
             return chosen
-        queue = QueueOnly(gpus=chosen.local.gpus, cpus=chosen.local.cpus)
+        queue = QueueOnly(devices=chosen.local.devices, cpus=chosen.local.cpus, mem_mb=chosen.local.mem_mb)
         made.append(queue)
         return schedulers.Chosen(queue, queue, chosen.note)
 
     with (
         mock.patch.object(schedulers, "for_launch", for_launch),
-        mock.patch.object(commands, "_run_local", lambda *a, **k: []),
+        mock.patch.object(schedulers, "local_run", lambda _store, engine: engine),  # the queue, no supervisor
+        mock.patch.object(commands, "_follow_local", lambda *a, **k: 0),
     ):
         yield made
 
