@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from slurmflow.backends.slurm_cli import SlurmCLI
-from slurmflow.errors import NotPermitted, SlurmflowError, UsageError
+from slurmflow.errors import UsageError
 from slurmflow.quota import file as quota
-from slurmflow.slurm.accounting import Usage, admin_refusal, is_admin
+from slurmflow.slurm.accounting import Usage
 
 
 def _changes_table(changes: Sequence[quota.Change]) -> Table:
@@ -35,57 +35,36 @@ def _changes_table(changes: Sequence[quota.Change]) -> Table:
 
 
 def cmd_apply(args: argparse.Namespace, console: Console, backend: SlurmCLI) -> int:
-    declared = quota.load(args.file)
-    changes = quota.diff(declared, backend.associations(declared.cluster), backend.qos_names())
-    argvs = quota.commands(changes, declared.cluster)
-    doc: dict[str, object] = {
-        "file": args.file,
-        "changes": [
-            {"account": c.account, "user": c.user or None, "field": c.field, "current": c.current, "declared": c.wanted}
-            for c in changes
-        ],
-        "commands": [shlex.join(a) for a in argvs],
-        "applied": False,
-    }
-    if not changes:
-        console.print("no change: Slurm already holds exactly these limits")
+    from slurmflow.quota import admin
+
+    proposal = admin.propose(args.file, backend)
+    if not proposal.changes or args.dry_run:
+        if proposal.changes:
+            console.print(_changes_table(proposal.changes))
+            for a in proposal.commands:
+                console.print(shlex.join(a), highlight=False, markup=False, soft_wrap=True)
+        else:
+            console.print("no change: Slurm already holds exactly these limits")
         if args.json:
-            print(json.dumps(doc, indent=2))
+            print(json.dumps(proposal.to_dict(), indent=2))
         return 0
-    console.print(_changes_table(changes))
-    if args.dry_run:
-        for a in argvs:
-            console.print(shlex.join(a), highlight=False, markup=False, soft_wrap=True)
-        if args.json:
-            print(json.dumps(doc, indent=2))
-        return 0
-    me = backend.whoami()
-    level = backend.admin_level(me)
-    if me != "root" and not is_admin(level):
-        raise NotPermitted(admin_refusal(me, level))
+    console.print(_changes_table(proposal.changes))
+    admin.check_permitted(backend)
+    n = len(proposal.changes)
     if not args.yes:
         if not sys.stdin.isatty():
-            raise UsageError(
-                f"{len(changes)} limits would change: pass --yes to apply them (--dry-run shows the commands)"
-            )
+            raise UsageError(f"{n} limits would change: pass --yes to apply them (--dry-run shows the commands)")
         from rich.prompt import Confirm
 
-        if not Confirm.ask(f"apply these {len(changes)} changes with sacctmgr?", console=console):
+        if not Confirm.ask(f"apply these {n} changes with sacctmgr?", console=console):
             console.print("nothing applied")
             return 1
-    for a in argvs:
-        backend.modify(a)
-    left = quota.diff(declared, backend.associations(declared.cluster))
-    if left:
-        raise SlurmflowError(
-            f"sacctmgr ran, but {len(left)} limits still differ (first: {left[0]}); check sacctmgr show assoc"
-        )
-    doc["applied"] = True
+    admin.apply(proposal, backend)
     console.print(
-        f"applied {len(changes)} changes with {len(argvs)} sacctmgr commands; Slurm now holds the declared limits"
+        f"applied {n} changes with {len(proposal.commands)} sacctmgr commands; Slurm now holds the declared limits"
     )
     if args.json:
-        print(json.dumps(doc, indent=2))
+        print(json.dumps(proposal.to_dict(applied=True), indent=2))
     return 0
 
 

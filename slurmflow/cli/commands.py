@@ -162,11 +162,10 @@ def _follow_local(store: RunStore, ids: dict[str, str], console: Console) -> int
     from rich.progress import Progress
 
     from slurmflow.backends.local import exit_code
-    from slurmflow.backends.local_run import LocalRun, foreground
+    from slurmflow.backends.local_run import foreground
     from slurmflow.cli import views
 
-    run = schedulers.of_run(store)
-    assert isinstance(run, LocalRun)
+    run = schedulers.local_of(store)
     with Progress(console=console, transient=False) as bar:
         task = bar.add_task("running locally", total=None)
         try:

@@ -61,7 +61,7 @@ def spec(store: RunStore, *, interval: float, partition: str | None, delay: floa
         cpus_per_task=1,
         mem="512M",
         time="10:00",
-        output=str(store.path("logs", "monitor.out")),
+        output=str(store.logs_dir.joinpath("monitor.out")),
         dependency=Dependency.on(DepKind.SINGLETON),
         extra_args=("--open-mode=append", f"--begin=now+{max(1, int(delay))}"),
         comment=f"slurmflow:{store.run_id}:monitor",

@@ -30,7 +30,7 @@ def campaign(store: RunStore, backend: Backend, clock: Callable[[], float] = tim
         plan,
         state.submitted,
         result.jobs if result else (),
-        logs_dir=str(store.path("logs")),
+        logs_dir=str(store.logs_dir),
         started=now if state.started is None else state.started,
         now=now,
         accounting_available=result.accounting_available if result else True,
@@ -77,14 +77,14 @@ def task_log(store: RunStore, stage: str, trial: int | None) -> TaskLog:
         raise UsageError(f"stage {stage!r}: no such stage in run {store.run_id} (stages: {', '.join(plan.stages)})")
     nodes = [n for n in plan.nodes if n.stage == stage]
     if not nodes[0].array:
-        return TaskLog(nodes[0], None, store.path("logs", nodes[0].log_file()))
+        return TaskLog(nodes[0], None, store.logs_dir.joinpath(nodes[0].log_file()))
     if trial is None:
         raise UsageError(f"stage {stage} runs one task per trial: give the trial index (0-{plan.n_trials - 1})")
     if not 0 <= trial < plan.n_trials:
         raise UsageError(f"trial {trial}: out of range 0-{plan.n_trials - 1}")
     node = next(n for n in nodes if n.offset <= trial < n.offset + n.size)
     index = trial - node.offset
-    return TaskLog(node, index, store.path("logs", node.log_file(index)))
+    return TaskLog(node, index, store.logs_dir.joinpath(node.log_file(index)))
 
 
 def why_no_log(store: RunStore, backend: Backend, key: str, index: int | None) -> str:

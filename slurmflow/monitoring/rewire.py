@@ -106,7 +106,7 @@ def resubmit(
             state.submitted,  # the dependency built from these is replaced just below
             run_id=store.run_id,
             script=store.path("scripts", f"{node.key}.sh").read_text().split("\n", 1)[1],
-            logs_dir=str(store.path("logs")),
+            logs_dir=str(store.logs_dir),
             chdir=launch["cwd"],
         )
         array = None

@@ -16,7 +16,7 @@ TICK_EVERY_S = 5.0
 
 
 def run(store: RunStore, *, tick_every_s: float = TICK_EVERY_S, clock: Callable[[], float] = time.monotonic) -> int:
-    backend = LocalRun(store.path("local"))
+    backend = LocalRun(store.local_dir)
     last = clock()
 
     def on_step() -> None:
@@ -29,4 +29,4 @@ def run(store: RunStore, *, tick_every_s: float = TICK_EVERY_S, clock: Callable[
         except Exception as exc:  # the supervisor outlives a failed tick, as the monitor job does
             store.append(TickFailed(task="supervisor", node="monitor", why=one_line(exc), t=time.time()))
 
-    return supervise(store.path("local"), on_step=on_step)
+    return supervise(store.local_dir, on_step=on_step)

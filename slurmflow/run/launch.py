@@ -208,7 +208,7 @@ def context(store: RunStore, *, hold: bool = False, submitit: bool = False, plan
     return Context(
         run_id=store.run_id,
         script=script,
-        logs_dir=str(store.path("logs")),
+        logs_dir=str(store.logs_dir),
         chdir=launch["cwd"],
         hold=hold,
         submit_callable=submit_callable if submitit else None,

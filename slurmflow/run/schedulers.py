@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from slurmflow.backends.base import Backend
 from slurmflow.backends.local import LocalSlurm, visible_gpus
-from slurmflow.backends.local_run import LocalRun, Settings
+from slurmflow.backends.local_run import STATE, LocalRun, Settings
 from slurmflow.backends.slurm_cli import SlurmCLI
 from slurmflow.errors import UsageError
 from slurmflow.rundir.store import RunStore
@@ -69,13 +69,13 @@ def for_launch(
 def local_run(store: RunStore, engine: LocalSlurm) -> LocalRun:
     """The run's own local engine (its queue in the run directory, its supervisor), set up as planned."""
     settings = Settings(devices=engine.devices, cpus=engine.cpus, mem_mb=engine.mem_mb, kill_wait=engine.kill_wait)
-    return LocalRun.create(store.path("local"), settings)
+    return LocalRun.create(store.local_dir, settings)
 
 
 def record(store: RunStore, chosen: Chosen, via: str | None) -> None:
     """What later commands on the run talk to, and what the cluster's commands accept (probed once)."""
     store.write_json(RECORD, {"backend": chosen.kind, "via": via or os.environ.get(PREFIX_ENV)})
-    chosen.backend.save_capabilities(store.path("capabilities.json"))
+    chosen.backend.save_capabilities(store.capabilities_path)
 
 
 def of_run(store: RunStore, via: str | None = None) -> Backend:
@@ -83,9 +83,14 @@ def of_run(store: RunStore, via: str | None = None) -> Backend:
     prefix (unless `via` is given)."""
     recorded = store.read_json(RECORD) if store.path(RECORD).exists() else {"backend": "slurm"}
     if recorded["backend"] == "local":
-        if not store.path("local", "engine.json").exists():
+        if not (store.local_dir / STATE).exists():
             raise UsageError(f"run {store.run_id} ran on the local backend in its launch's process: launch it again")
-        return LocalRun(store.path("local"))
+        return local_of(store)
     backend = slurm(via if via is not None else recorded.get("via"))
-    backend.capabilities_cache = store.path("capabilities.json")  # probed once, at launch
+    backend.capabilities_cache = store.capabilities_path  # probed once, at launch
     return backend
+
+
+def local_of(store: RunStore) -> LocalRun:
+    """The local engine of a local run (what a foreground launch follows)."""
+    return LocalRun(store.local_dir)

@@ -177,6 +177,23 @@ class RunStore:
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
 
+    # Where things are in a run directory, decided here (a node's log file: JobNode.log_file).
+
+    @property
+    def logs_dir(self) -> Path:
+        """Each node's logs (`<node>/<task>.out`), and the monitor job's (`monitor.out`)."""
+        return self.root / "logs"
+
+    @property
+    def local_dir(self) -> Path:
+        """The local engine's queue and supervisor (backends.local_run), on local runs only."""
+        return self.root / "local"
+
+    @property
+    def capabilities_path(self) -> Path:
+        """What the cluster's commands accept, probed once at launch."""
+        return self.root / "capabilities.json"
+
     def write_text(self, name: str, text: str, *, executable: bool = False) -> Path:
         path = self.root / name
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -141,6 +141,11 @@ def test_retry_of_a_finished_local_run_reruns_only_its_failed_trial(tmp_path: Pa
     assert project.states() == {0: "COMPLETED", 1: "COMPLETED", 2: "COMPLETED"}
     runs = {s: (project.trial(s) / "runs.txt").read_text().count("run") for s in range(3)}
     assert runs == {0: 1, 1: 2, 2: 1}
+    # The run's other commands work on it as on Slurm: monitor sees it ended, resume adds nothing.
+    assert "every job has ended" in project.run("monitor", str(project.run_dir), "--once").stdout
+    resumed = json.loads(project.run("resume", str(project.run_dir), "--json").stdout)
+    assert resumed["run_id"] == project.run_dir.name and len(resumed["nodes"]) == 1
+    assert project.states() == {0: "COMPLETED", 1: "COMPLETED", 2: "COMPLETED"}
 
 
 def test_ctrl_c_of_a_foreground_launch_cancels_its_tasks_and_leaves_no_process(tmp_path: Path) -> None:
