@@ -1,4 +1,4 @@
-"""GPU use of a run, read from the sample files its tasks wrote (see gpustats for the format)."""
+"""GPU use of a run, read from the sample files its tasks wrote (see gpu/stats.py for the format)."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ class TaskEvent(EventBase, frozen=True, kw_only=True):
     why: str
 
 
-# --- submission (submitter.py) ------------------------------------------------------------------
+# --- submission (run/submitter.py) --------------------------------------------------------------
 
 
 class Intent(EventBase, frozen=True, kw_only=True, tag="intent"):
@@ -89,7 +89,7 @@ class Refused(EventBase, frozen=True, kw_only=True, tag="refused"):
     slurm: str
 
 
-# --- monitor actions (monitor.py, rewire.py) ----------------------------------------------------
+# --- monitor actions (monitoring/monitor.py, rewire.py) -----------------------------------------
 
 
 class Requeued(TaskEvent, frozen=True, kw_only=True, tag="requeued"):
@@ -128,7 +128,7 @@ class Resubmitted(TaskEvent, frozen=True, kw_only=True, tag="resubmitted"):
         return "OUT_OF_MEMORY" in self.why
 
 
-# --- the monitor job's chain (monitor_job.py) ---------------------------------------------------
+# --- the monitor job's chain (monitoring/loop.py) -----------------------------------------------
 
 
 class MonitorJob(EventBase, frozen=True, kw_only=True, tag="monitor_job"):

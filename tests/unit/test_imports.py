@@ -46,3 +46,10 @@ def test_the_public_api_holds_the_whole_exception_tree_and_every_name_resolves()
 
 def test_no_command_imports_the_test_fake() -> None:
     assert _after_read_only("'slurmflow.backends.fake' in sys.modules") == "False"
+
+
+def test_batch_scripts_of_an_earlier_slurmflow_still_start_the_job_wrapper() -> None:
+    """Scripts written before the wrapper moved run `python -m slurmflow.task RUN NODE`."""
+    for module in ("slurmflow.task", "slurmflow.job"):
+        done = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, check=False)
+        assert done.returncode == 2 and "usage: python -m slurmflow.job RUN_DIR NODE_KEY" in done.stderr, module
