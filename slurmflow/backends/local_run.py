@@ -304,6 +304,7 @@ def supervise(
         holder.__enter__()
     except BlockingIOError:
         return 0
+    held = True
     engine: LocalSlurm | None = None
     seen: tuple[int, int, int] | None = None  # engine.json as last read or written
     idle_since: float | None = None
@@ -330,7 +331,17 @@ def supervise(
             elif idle_since is None:
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since >= linger_s:
-                return 0
+                with _flock(root / LOCK):
+                    st = (root / STATE).stat()
+                    if (st.st_ino, st.st_mtime_ns, st.st_size) == seen:
+                        # Nothing came in since the last step. The supervisor lock goes while the
+                        # queue is still locked: a command that changes the queue after this
+                        # finds no supervisor, and starts one.
+                        holder.__exit__(None, None, None)
+                        held = False
+                        return 0
+                idle_since = None  # a command changed the queue meanwhile: go on
             sleep(step_s)
     finally:
-        holder.__exit__(None, None, None)
+        if held:
+            holder.__exit__(None, None, None)

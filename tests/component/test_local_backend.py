@@ -159,3 +159,23 @@ def test_gpu_slots_name_the_devices_cuda_may_use(tmp_path: Path) -> None:
     )
     assert run_all(backend, [job]) == {job: JobState.COMPLETED}
     assert (tmp_path / "g").read_text().strip() == "GPU-aa,GPU-bb"
+
+
+def test_a_job_submitted_while_the_supervisor_leaves_is_not_left_pending(tmp_path: Path) -> None:
+    """The supervisor leaves once its run is idle. A command that changes the queue in that moment
+    either is seen by it (it stays) or finds it gone (and starts a new one): never neither."""
+    from slurmflow.backends.local_run import LocalRun, Settings, supervise
+
+    run = LocalRun.create(tmp_path / "local", Settings(cpus=2), python=sys.executable)
+    run.supervisor = ["false"]  # a second supervisor would be a failure of this test, not a rescue
+    submitted: list[str] = []
+    steps = 0
+
+    def on_step() -> None:  # between the step that found the run idle and the decision to leave
+        nonlocal steps
+        steps += 1
+        if steps == 2 and not submitted:
+            submitted.append(run.submit(JobSpec(name="late", script="true", output=str(tmp_path / "o"))))
+
+    assert supervise(tmp_path / "local", on_step=on_step, linger_s=0, step_s=0.01) == 0
+    assert submitted and run.query(submitted).jobs[0].state is JobState.COMPLETED
