@@ -301,26 +301,6 @@ class LocalSlurm(Scheduler):
         """Something is left to do: a task not final, or a process group still being stopped."""
         return bool(self.stopping) or any(not t.state.final for t in self.tasks.values())
 
-    def drive(
-        self,
-        job_ids: Sequence[str],
-        progress: Callable[[int, int], None] = lambda _done, _total: None,
-        *,
-        poll_s: float = 0.2,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> list[JobInfo]:
-        """Run the jobs to their end in this process; `progress(done, total)` after each step.
-        Returns what each task ended as."""
-        ids = list(job_ids)
-        while True:
-            self.advance()
-            jobs = self.query(ids).jobs
-            done = sum(1 for j in jobs if j.state.final)
-            progress(done, len(jobs))
-            if done == len(jobs):
-                return list(jobs)
-            sleep(poll_s)
-
 
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -307,21 +307,23 @@ def supervise(
     held = True
     engine: LocalSlurm | None = None
     seen: tuple[int, int, int] | None = None  # engine.json as last read or written
+    held_bytes = b""  # its content then
     idle_since: float | None = None
     try:
         while True:
             with _flock(root / LOCK):
                 st = (root / STATE).stat()
                 if engine is None or (st.st_ino, st.st_mtime_ns, st.st_size) != seen:  # a command changed it
-                    queue = msgspec.json.decode((root / STATE).read_bytes(), type=_Queue)
+                    held_bytes = (root / STATE).read_bytes()
+                    queue = msgspec.json.decode(held_bytes, type=_Queue)
                     procs = engine.procs if engine is not None else {}
                     engine = _engine(queue, deferred=False, exit_dir=root / EXITS)
                     engine.procs = procs  # the processes this supervisor started: still its children
-                before = _encode(engine, queue.settings, queue.t0)
                 engine.advance()
                 after = _encode(engine, queue.settings, queue.t0)
-                if after != before:
+                if after != held_bytes:
                     write_atomic(root / STATE, after.decode())
+                    held_bytes = after
                 st = (root / STATE).stat()
                 seen = (st.st_ino, st.st_mtime_ns, st.st_size)
                 busy = engine.busy

@@ -4,6 +4,7 @@ Enforcement stays Slurm's: sacctmgr refuses anyone without AdminLevel, and nothi
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 from slurmflow.backends.slurm_cli import SlurmCLI
@@ -20,8 +21,6 @@ class Proposal:
     commands: list[list[str]]  # the sacctmgr argv lists that make Slurm hold the declared limits
 
     def to_dict(self, *, applied: bool = False) -> dict[str, object]:
-        import shlex
-
         return {
             "file": self.path,
             "changes": [

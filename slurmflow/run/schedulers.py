@@ -40,7 +40,7 @@ def kind(choice: str, via: str | None, which: Callable[[str], str | None] = shut
 @dataclass(frozen=True)
 class Chosen:
     backend: Backend
-    local: LocalSlurm | None  # the local engine when that is the one (a foreground launch drives it)
+    local: LocalSlurm | None  # the local engine a launch plans against; the run's own is set up from it
     note: str | None = None  # what the user should know of the choice
 
     @property

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 import time
@@ -10,6 +9,7 @@ from pathlib import Path
 
 from slurmflow.backends.local import LocalSlurm, visible_gpus
 from slurmflow.slurm.types import Dependency, DepKind, JobSpec, JobState
+from tests.component.processes import alive
 
 
 def run_all(backend: LocalSlurm, ids: list[str], timeout: float = 30) -> dict[str, JobState]:
@@ -63,16 +63,6 @@ def test_gpu_slots_are_exclusive_and_throttle_holds(tmp_path: Path) -> None:
     assert max(int((tmp_path / f"seen.{i}").read_text()) for i in range(6)) == 1  # %1: one at a time
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (killed, not yet reaped by its parent) counts as gone.
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().split(")", 1)[1].split()[0] == "Z")
-
-
 def test_cancel_kills_the_process(tmp_path: Path) -> None:
     backend = LocalSlurm(gpus=0, cpus=2)
     pidfile = tmp_path / "pid"
@@ -84,12 +74,12 @@ def test_cancel_kills_the_process(tmp_path: Path) -> None:
         assert time.monotonic() < deadline, "the job never started its command"
         time.sleep(0.05)
     sleeper = int(pidfile.read_text())
-    assert _alive(sleeper) and backend.query([job]).jobs[0].state is JobState.RUNNING
+    assert alive(sleeper) and backend.query([job]).jobs[0].state is JobState.RUNNING
     backend.cancel([job])
     assert backend.query([job]).jobs[0].state is JobState.CANCELLED
     # The job's whole process group is killed, its children included: the sleep is gone.
     deadline = time.monotonic() + 10
-    while _alive(sleeper):
+    while alive(sleeper):
         assert time.monotonic() < deadline, "cancel left the job's process running"
         time.sleep(0.05)
 
@@ -121,9 +111,9 @@ def test_a_task_past_its_time_limit_ends_timeout_with_its_whole_process_group(tm
     assert (info.exit_code, info.signal, info.reason) == (0, 15, "TimeLimit")
     grandchild = int(pid_file.read_text())
     deadline = time.monotonic() + 10
-    while _alive(grandchild) and time.monotonic() < deadline:
+    while alive(grandchild) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(grandchild), "the task's background process outlived its time limit"
+    assert not alive(grandchild), "the task's background process outlived its time limit"
 
 
 def test_a_task_over_its_memory_ends_out_of_memory_and_its_handler_runs(tmp_path: Path) -> None:

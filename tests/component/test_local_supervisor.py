@@ -10,12 +10,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.component.processes import alive, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,22 +37,6 @@ stages:
       {{ test ${{seed}} != 1 || test -e ${{gate}}; }}
     resources: {{time: 5m}}
 """
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")  # a zombie (ended, not yet reaped) counts as gone
-    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
 
 
 class Project:
@@ -107,10 +91,10 @@ def test_closing_the_terminal_of_a_launch_leaves_the_run_to_finish(tmp_path: Pat
     project = Project(tmp_path, nap=2)
     project.gate.touch()
     launch = project.launch()
-    wait_for(project.started, "a trial to start")
+    wait_for(project.started, "a trial to start", timeout=60)
     os.killpg(launch.pid, signal.SIGKILL)  # the terminal and everything of its session, gone
     launch.wait(timeout=30)
-    wait_for(lambda: project.status()["done"], "the run to end without its launch")
+    wait_for(lambda: project.status()["done"], "the run to end without its launch", timeout=60)
     assert project.states() == {0: "COMPLETED", 1: "COMPLETED", 2: "COMPLETED"}
     assert project.run("logs", str(project.run_dir), "work", "2").returncode == 0
 
@@ -121,7 +105,7 @@ def test_a_detached_run_is_cancelled_by_slurmflow_cancel_with_its_processes(tmp_
     out, err = launch.communicate(timeout=60)
     assert launch.returncode == 0, err
     assert "goes on in the background" in out
-    wait_for(project.started, "a trial to start")
+    wait_for(project.started, "a trial to start", timeout=60)
     assert "RUNNING" in set(project.states().values())
     project.run("cancel", str(project.run_dir))
     assert set(project.states().values()) == {"CANCELLED"}
@@ -133,11 +117,11 @@ def test_retry_of_a_finished_local_run_reruns_only_its_failed_trial(tmp_path: Pa
     project = Project(tmp_path, nap=0)
     launch = project.launch("--detach")
     assert launch.wait(timeout=60) == 0
-    wait_for(lambda: project.run_dir.exists() and project.status()["done"], "the run to end")
+    wait_for(lambda: project.run_dir.exists() and project.status()["done"], "the run to end", timeout=60)
     assert project.states() == {0: "COMPLETED", 1: "FAILED", 2: "COMPLETED"}
     project.gate.touch()  # what made trial 1 fail is fixed
     project.run("retry", str(project.run_dir), "--failed")
-    wait_for(lambda: project.status()["done"], "the retried trial to end")
+    wait_for(lambda: project.status()["done"], "the retried trial to end", timeout=60)
     assert project.states() == {0: "COMPLETED", 1: "COMPLETED", 2: "COMPLETED"}
     runs = {s: (project.trial(s) / "runs.txt").read_text().count("run") for s in range(3)}
     assert runs == {0: 1, 1: 2, 2: 1}
@@ -151,7 +135,7 @@ def test_retry_of_a_finished_local_run_reruns_only_its_failed_trial(tmp_path: Pa
 def test_ctrl_c_of_a_foreground_launch_cancels_its_tasks_and_leaves_no_process(tmp_path: Path) -> None:
     project = Project(tmp_path, nap=300)
     launch = project.launch()
-    wait_for(project.started, "a trial to start")
+    wait_for(project.started, "a trial to start", timeout=60)
     launch.send_signal(signal.SIGINT)
     _out, err = launch.communicate(timeout=60)
     assert launch.returncode == 130, err
@@ -167,18 +151,18 @@ def test_a_killed_supervisor_is_replaced_and_the_run_still_finishes(tmp_path: Pa
     project.gate.touch()
     launch = project.launch("--detach")
     assert launch.wait(timeout=60) == 0
-    wait_for(project.started, "a trial to start")
+    wait_for(project.started, "a trial to start", timeout=60)
     local = project.run_dir / "local"
     pids = subprocess.run(["pgrep", "-f", f"slurmflow supervise {project.run_dir}"], capture_output=True, text=True)
     (supervisor,) = [int(p) for p in pids.stdout.split()]
     os.kill(supervisor, signal.SIGKILL)
-    wait_for(lambda: not alive(supervisor), "the supervisor to die")
+    wait_for(lambda: not alive(supervisor), "the supervisor to die", timeout=60)
     # The tasks it started run on; the next look at the run starts a new supervisor, which reads
     # their exit codes from the files their batch steps write.
-    wait_for(lambda: project.status()["done"], "the run to end under a new supervisor")
+    wait_for(lambda: project.status()["done"], "the run to end under a new supervisor", timeout=60)
     assert project.states() == {0: "COMPLETED", 1: "COMPLETED", 2: "COMPLETED"}
     assert sorted(p.name.split(".")[-1] for p in (local / "exits").iterdir()) == ["0", "0", "0"]
-    wait_for(lambda: not supervisor_alive(local), "the new supervisor to leave once the run has ended")
+    wait_for(lambda: not supervisor_alive(local), "the new supervisor to leave once the run has ended", timeout=60)
 
 
 @pytest.fixture(autouse=True)

@@ -4,18 +4,17 @@ task wrapper; signals reach the program through bash, and nothing the line start
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import signal
 import string
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.component.processes import alive, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PY = shlex.quote(sys.executable)
@@ -39,23 +38,6 @@ stages:
       echo "task $SLURM_ARRAY_TASK_ID" > task.txt && echo \\${{SLURMFLOW_STAGE}} >> task.txt
     resources: {{partition: cpu, time: 5m}}
 """
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    """Poll observed state until `check` holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")  # a zombie (ended, not yet reaped) counts as gone
-    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
 
 
 def test_a_sweep_of_hostile_values_runs_as_shell_lines_on_the_local_backend(

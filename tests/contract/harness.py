@@ -148,7 +148,30 @@ class FakeHarness(_Base):
 
 
 @dataclass
-class RealHarness(_Base):
+class _WallClock(_Base):
+    """A scheduler that runs in real time: submit, then poll what it says every `poll_s` seconds."""
+
+    kind: str = ""
+    poll_s: float = 1.0
+
+    def submit(self, name: str, work: Work, **spec: Any) -> str:
+        job_id: str = self.backend.submit(self.spec(name, work, **spec))
+        self.submitted.append(job_id)
+        return job_id
+
+    def wait(self, job_id: str, done: Callable[[Jobs], bool], timeout: float, what: str) -> Jobs:
+        deadline = time.monotonic() + timeout
+        while True:
+            jobs = self.jobs(job_id)
+            if done(jobs):
+                return jobs
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.kind}: {what} not reached in {timeout} s: {summary(jobs)}")
+            time.sleep(self.poll_s)
+
+
+@dataclass
+class RealHarness(_WallClock):
     """Drives the mini cluster from the host: Slurm commands run inside the container as a
     non-root user; faults and limits are applied as root, as an operator would."""
 
@@ -171,21 +194,6 @@ class RealHarness(_Base):
         if done.returncode != 0:
             raise AssertionError(f"{argv}: exit {done.returncode}: {done.stderr.strip()}")
         return done.stdout
-
-    def submit(self, name: str, work: Work, **spec: Any) -> str:
-        job_id: str = self.backend.submit(self.spec(name, work, **spec))
-        self.submitted.append(job_id)
-        return job_id
-
-    def wait(self, job_id: str, done: Callable[[Jobs], bool], timeout: float, what: str) -> Jobs:
-        deadline = time.monotonic() + timeout
-        while True:
-            jobs = self.jobs(job_id)
-            if done(jobs):
-                return jobs
-            if time.monotonic() > deadline:
-                raise AssertionError(f"slurm: {what} not reached in {timeout} s: {summary(jobs)}")
-            time.sleep(1.0)
 
     def _cycles(self) -> int:
         """slurmctld's main scheduler passes so far (sdiag): the passes that judge dependencies."""
@@ -233,12 +241,13 @@ _SUPERVISE = "import pathlib, sys; from slurmflow.backends.local_run import supe
 
 
 @dataclass
-class LocalHarness(_Base):
+class LocalHarness(_WallClock):
     """The local engine as a run uses it: commands change its queue on disk, its detached
     supervisor runs the processes. Single user, one node, no accounts: the scenarios about
     nodes, users and account caps are Slurm's alone (marked `not_local`)."""
 
     kind: str = "local"
+    poll_s: float = 0.1
     gpu_nodes: str = "localhost"
 
     @classmethod
@@ -246,21 +255,6 @@ class LocalHarness(_Base):
         run = LocalRun.create(root / "local", Settings(devices=("0", "1", "2", "3"), cpus=4, kill_wait=2.0))
         run.supervisor = [sys.executable, "-c", _SUPERVISE]
         return cls(backend=run)
-
-    def submit(self, name: str, work: Work, **spec: Any) -> str:
-        job_id: str = self.backend.submit(self.spec(name, work, **spec))
-        self.submitted.append(job_id)
-        return job_id
-
-    def wait(self, job_id: str, done: Callable[[Jobs], bool], timeout: float, what: str) -> Jobs:
-        deadline = time.monotonic() + timeout
-        while True:
-            jobs = self.jobs(job_id)
-            if done(jobs):
-                return jobs
-            if time.monotonic() > deadline:
-                raise AssertionError(f"local: {what} not reached in {timeout} s: {summary(jobs)}")
-            time.sleep(0.1)
 
     def stays(self, job_id: str, holds: Callable[[Jobs], bool], passes: int, timeout: float, what: str) -> Jobs:
         """`holds` stays true for `passes` seconds: five supervisor steps each."""
@@ -270,7 +264,7 @@ class LocalHarness(_Base):
             assert holds(jobs), f"local: {what} no longer holds: {summary(jobs)}"
             if time.monotonic() >= deadline:
                 return jobs
-            time.sleep(0.1)
+            time.sleep(self.poll_s)
 
     def stop_node(self, node: str) -> None:
         raise NotImplementedError("the local engine has one node, this machine")
