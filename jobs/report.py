@@ -9,7 +9,7 @@ from common import read_json, run_dir
 
 def main() -> None:
     rows = []
-    for trial in sorted((run_dir() / "trials").iterdir()):
+    for trial in sorted((run_dir() / "trials").iterdir(), key=lambda p: (len(p.name), p.name)):  # by trial number
         metrics, evaluation = trial / "metrics.json", trial / "eval.json"
         if not metrics.exists():
             rows.append({"trial": trial.name, "status": "no result"})

@@ -16,7 +16,7 @@ def summarise(cfg: Any) -> dict[str, Any]:
     """After the report: the best trial by test accuracy, written to summary.json."""
     run = Path(os.environ["SLURMFLOW_RUN_DIR"])
     scored = []
-    for trial in sorted((run / "trials").iterdir()):
+    for trial in sorted((run / "trials").iterdir(), key=lambda p: (len(p.name), p.name)):  # by trial number
         evaluation, metrics = trial / "eval.json", trial / "metrics.json"
         if evaluation.exists() and metrics.exists():
             scored.append(

@@ -96,6 +96,8 @@ class Stage:
     command: str | None = None  # a bash command line; every ${...} value is inserted as one quoted word
     argv: tuple[str, ...] | None = None  # or an argument list run without a shell, one ${...} per word
     callable: str | None = None  # "package.module:function", submitted through submitit
+    app: str | None = None  # or a Hydra app (a script path, or a module), run with `app_overrides`
+    app_overrides: tuple[str, ...] = ()
     per_trial: bool = False
     deps: tuple[StageDep, ...] = ()
     singleton: bool = False

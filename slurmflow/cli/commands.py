@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from slurmflow.errors import CommandError, UsageError
-from slurmflow.model import Plan
+from slurmflow.model import Plan, Trial
 from slurmflow.run import schedulers
 from slurmflow.rundir.store import RunStore, plan_to_dict
 from slurmflow.slurm import cluster
@@ -122,14 +122,28 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
             "tasks": prep.plan.tasks(),
             "axes": {a.key: list(a.values) for a in prep.experiment.axes},
         }
+        if getattr(args, "trials", None) is not None:
+            doc["trials"] = [{"trial": t.index, "overrides": list(t.overrides)} for t in _trials(prep, args.trials)]
         print(json.dumps(doc, indent=2))
         return 0
     console.print(views.plan_tree(prep))
+    if getattr(args, "trials", None) is not None:
+        console.print(views.trials_table(_trials(prep, args.trials), prep.plan.n_trials))
     if getattr(args, "scripts", False):
         for node in prep.plan.nodes:
             console.rule(node.key)
             console.print(views.script_preview(prep, node), highlight=False, markup=False)
     return 0
+
+
+def _trials(prep: Prepared, limit: int) -> list[Trial]:
+    """The first `limit` trials of the sweep (0: all), expanded lazily."""
+    import itertools
+
+    from slurmflow.experiment import sweep
+
+    trials = sweep.expand(prep.experiment.axes)
+    return list(trials if limit == 0 else itertools.islice(trials, limit))
 
 
 def cmd_launch(args: argparse.Namespace, console: Console) -> int:

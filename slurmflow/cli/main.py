@@ -27,6 +27,12 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
         metavar="OVERRIDE",
         help="Hydra overrides: key=value, sweeps key=a,b or key=range(0,3), +new=value",
     )
+    p.add_argument(
+        "-m",
+        "--multirun",
+        action="store_true",
+        help="accepted as in Hydra: a slurmflow launch always runs every trial of the sweep",
+    )
     p.add_argument("-cd", "--config-dir", default="configs", help="the config directory (default: configs)")
     p.add_argument("-cn", "--config-name", default="config", help="the primary config (default: config)")
     p.add_argument(
@@ -103,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _experiment_args(plan)
     plan.add_argument("--scripts", action="store_true", help="also print each submission's sbatch line and script")
+    plan.add_argument(
+        "--trials",
+        type=cliargs.whole(0),
+        nargs="?",
+        const=50,
+        default=None,
+        metavar="N",
+        help="also list the first N trials (default 50; 0: all) with their overrides, by the trial number "
+        "status, logs and gpu use",
+    )
     plan.set_defaults(func=commands.cmd_plan)
 
     launch = sub.add_parser(

@@ -13,7 +13,7 @@ from rich.tree import Tree
 
 from slurmflow.gpu import stats as gpustats
 from slurmflow.gpu.usage import RunGpu
-from slurmflow.model import JobNode, Plan
+from slurmflow.model import JobNode, Plan, Trial
 from slurmflow.monitoring.status import CampaignStatus, exit_text
 from slurmflow.planning.jobs import node_spec
 from slurmflow.rundir.events import ActionFailed, GpuIdle
@@ -87,6 +87,17 @@ def plan_tree(prep: Prepared) -> Tree:
                 label = f"{node.key}: job"
             branch.add(label + _deps(node))
     return root
+
+
+def trials_table(trials: Sequence[Trial], total: int) -> RenderableType:
+    """Each trial by its number (the name status, logs, gpu and the trial directory use) and the
+    overrides that make it."""
+    table = Table(title=f"trials ({len(trials):,} of {total:,})" if len(trials) < total else "trials")
+    table.add_column("trial", justify="right")
+    table.add_column("overrides")
+    for t in trials:
+        table.add_row(str(t.index), " ".join(t.overrides) or "(the config as it is)")
+    return table
 
 
 def script_preview(prep: Prepared, node: JobNode) -> str:

@@ -9,11 +9,12 @@ own trial config in the job, from a snapshot of the config directory (about 95 m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,14 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Glob, Override, QuotedString, Sweep, Transformer, ValueType
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from slurmflow.errors import UsageError
 from slurmflow.experiment import trialcfg
 from slurmflow.experiment.stages import NAME, parse_stage
 from slurmflow.experiment.sweep import Axis
+from slurmflow.experiment.trialcfg import hydra_value
 from slurmflow.model import Stage
 
 __all__ = ["Experiment", "load", "parse_overrides", "parse_stage", "to_yaml", "trial_config", "validate_trials"]
@@ -44,7 +46,22 @@ class Experiment:
     base_overrides: tuple[str, ...]
     axes: tuple[Axis, ...]
     stages: Mapping[str, Stage]
-    config: Any  # the base DictConfig (sweep keys at their defaults)
+    config: Any  # the base DictConfig (sweep keys at their defaults), without its hydra node
+    hydra: HydraSettings = field(default_factory=lambda: HydraSettings())
+
+
+# Hydra's own defaults of what an experiment may set under hydra: (hydra/config.yaml).
+HYDRA_SWEEP_DIR = "multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}"
+HYDRA_SWEEP_SUBDIR = "${hydra.job.num}"
+
+
+@dataclass(frozen=True)
+class HydraSettings:
+    """What an experiment's `hydra:` node says that slurmflow honours."""
+
+    sweep_dir: str | None = None  # hydra.sweep.dir when set: the run directory, resolved at launch
+    chdir: bool = False  # hydra.job.chdir: trials' tasks run in their trial directory
+    multirun_yaml: str = ""  # the composed config with its hydra node, as Hydra's multirun.yaml
 
 
 def _one_line(exc: BaseException) -> str:
@@ -81,26 +98,6 @@ def _override_error(line: str, exc: OverrideParseException) -> str:
         f"override {line!r}: not valid in Hydra's override grammar ({said}); "
         "quote a value holding spaces, commas or symbols"
     )
-
-
-def hydra_value(value: Any) -> str:
-    """A YAML value as Hydra override text that parses back to exactly that value: strings are
-    quoted, so 'a,b' stays one value and 'c d' keeps its space."""
-    if isinstance(value, str):
-        # Hydra's quoted strings: a backslash escapes only a quote or the backslashes before one.
-        body = re.sub(r"(\\*)('|\Z)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
-        return f"'{body}'"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, (int, float)):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ",".join(hydra_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
-    raise UsageError(f"sweep value {value!r}: not a YAML scalar, list or mapping")
 
 
 def _axis(ov: Override, config_dir: Path) -> Axis:
@@ -154,10 +151,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _compose(config_dir: Path, config_name: str, overrides: Sequence[str]) -> DictConfig:
+def _compose(config_dir: Path, config_name: str, overrides: Sequence[str], *, hydra: bool = False) -> DictConfig:
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base=None, job_name="slurmflow"):
-            return compose(config_name=config_name, overrides=list(overrides))
+            return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -237,7 +234,7 @@ def _stage_fields(cfg: DictConfig, name: str, raw: Any, swept: set[str]) -> Any:
         return raw
     out = dict(raw)
     for key, value in raw.items():
-        if key in ("command", "argv") or "${" not in json.dumps(value, default=str):
+        if key in ("command", "argv", "overrides") or "${" not in json.dumps(value, default=str):
             continue
         text = json.dumps(value, default=str)
         for axis in swept:
@@ -254,6 +251,54 @@ def _stage_fields(cfg: DictConfig, name: str, raw: Any, swept: set[str]) -> Any:
     return out
 
 
+def _hydra_settings(cfg: DictConfig, config_dir: Path) -> tuple[HydraSettings, Any]:
+    """Take the hydra node off the composed experiment: what it says that slurmflow honours,
+    and `hydra.sweeper.params` (Hydra's own place for a sweep)."""
+    node = cfg.hydra
+    multirun = OmegaConf.to_yaml(cfg, resolve=False)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    raw = OmegaConf.to_container(node, resolve=False)
+    assert isinstance(raw, dict)
+    sweep = raw.get("sweep") or {}
+    subdir = sweep.get("subdir")
+    if subdir not in (None, HYDRA_SWEEP_SUBDIR):
+        raise UsageError(
+            f"hydra.sweep.subdir: {subdir!r}: a trial's directory is trials/<trial number>, Hydra's "
+            f"{HYDRA_SWEEP_SUBDIR}; remove hydra.sweep.subdir (hydra.sweep.dir places the run)"
+        )
+    sweep_dir = sweep.get("dir")
+    placed = None
+    if sweep_dir not in (None, HYDRA_SWEEP_DIR):
+        try:
+            placed = str(OmegaConf.select(node, "sweep.dir"))
+        except OmegaConfBaseException as exc:
+            raise UsageError(f"hydra.sweep.dir: cannot resolve {sweep_dir!r}: {_one_line(exc)}") from None
+    chdir = (raw.get("job") or {}).get("chdir")
+    if chdir not in (None, True, False):
+        raise UsageError(f"hydra.job.chdir: {chdir!r} is not true or false")
+    params = (raw.get("sweeper") or {}).get("params")
+    return HydraSettings(sweep_dir=placed, chdir=bool(chdir), multirun_yaml=multirun), params
+
+
+def _merged_sweeps(block: object, params: object) -> object:
+    """The `sweep:` block and `hydra.sweeper.params` as one block; a key in both is refused."""
+    if params is None:
+        return block
+    if not isinstance(params, dict):
+        raise UsageError("hydra.sweeper.params: expected a mapping of key: values (e.g. model.lr: 0.1,0.01)")
+    if block is None:
+        return params
+    if not isinstance(block, dict):
+        return block  # refused by _sweep_block with its own line
+    both = sorted(set(block) & set(params))
+    if both:
+        raise UsageError(
+            f"sweep.{both[0]} and hydra.sweeper.params.{both[0]}: the key is swept in both places; keep one"
+        )
+    return {**block, **params}
+
+
 def load(config_dir: Path, config_name: str, overrides: Sequence[str]) -> Experiment:
     """Compose, split sweeps off, validate. Raises UsageError with a one-line message."""
     config_dir = config_dir.resolve()
@@ -261,14 +306,17 @@ def load(config_dir: Path, config_name: str, overrides: Sequence[str]) -> Experi
         raise UsageError(f"config directory {config_dir} does not exist: pass -cd/--config-dir")
     parsed = parse_overrides(overrides)
     base = [o.input_line for o in parsed if not o.is_sweep_override()]
-    cfg = _compose(config_dir, config_name, [b for b in base if b is not None])
+    cfg = _compose(config_dir, config_name, [b for b in base if b is not None], hydra=True)
+    settings, params = _hydra_settings(cfg, config_dir)
     raw = OmegaConf.to_container(cfg, resolve=False)
     assert isinstance(raw, dict)
 
-    # The config's own sweep block, then the command line: a key given on the command line
-    # (swept or fixed) replaces the config's sweep of that key, as in Hydra's --multirun.
+    # The config's own sweeps (its sweep: block and hydra.sweeper.params), then the command line:
+    # a key given on the command line (swept or fixed) replaces the config's sweep of that key,
+    # as in Hydra's --multirun.
     cli_keys = {o.key_or_group for o in parsed}
-    sweeps = _sweep_block(raw.get("sweep"), cli_keys) + [o for o in parsed if o.is_sweep_override()]
+    block = _merged_sweeps(raw.get("sweep"), params)
+    sweeps = _sweep_block(block, cli_keys) + [o for o in parsed if o.is_sweep_override()]
     axes = tuple(_axis(o, config_dir) for o in sweeps)
 
     stages_raw = raw.get("stages")
@@ -286,12 +334,47 @@ def load(config_dir: Path, config_name: str, overrides: Sequence[str]) -> Experi
     name = raw.get("name") or config_name
     if not isinstance(name, str) or not NAME.match(unicodedata.normalize("NFC", name)) or not name.isascii():
         raise UsageError(f"name: {name!r} must be up to 64 letters, digits, _ and -, starting with a letter")
-    return Experiment(name, config_dir, config_name, tuple(b for b in base if b), axes, stages, cfg)
+    return Experiment(name, config_dir, config_name, tuple(b for b in base if b), axes, stages, cfg, settings)
+
+
+# Resolvers whose values exist only in the job: at plan time each gives its default, or this.
+JOB_TIME_RESOLVERS = ("oc.env", "hydra")
+JOB_TIME_PLACEHOLDER = "0"
+
+
+@contextlib.contextmanager
+def job_time_resolvers() -> Iterator[None]:
+    """While planning, `${oc.env:...}` and `${hydra:...}` are left for the job: they resolve to
+    their default (or a placeholder), never to the launching shell's environment, so that
+    `hydra.run.dir=${oc.env:SLURMFLOW_TRIAL_DIR}` plans and the job gets its own value."""
+    from omegaconf.basecontainer import BaseContainer
+
+    saved = {name: BaseContainer._resolvers.get(name) for name in JOB_TIME_RESOLVERS}
+
+    def later(*args: Any) -> Any:
+        return args[1] if len(args) > 1 and args[1] is not None else JOB_TIME_PLACEHOLDER
+
+    try:
+        for name in JOB_TIME_RESOLVERS:
+            OmegaConf.register_new_resolver(name, later, replace=True, use_cache=False)
+        yield
+    finally:
+        for name, resolver in saved.items():
+            if resolver is None:
+                BaseContainer._resolvers.pop(name, None)
+            else:
+                BaseContainer._resolvers[name] = resolver
 
 
 def validate_trials(exp: Experiment, representatives: Sequence[Sequence[str]]) -> None:
     """Compose one representative trial per distinct config-group choice and resolve every stage
-    command in it: an unknown sweep key or a broken interpolation fails here, before submission."""
+    command in it: an unknown sweep key or a broken interpolation fails here, before submission.
+    Job-time interpolations (`${oc.env:...}`, `${hydra:...}`) are left for the job."""
+    with job_time_resolvers():
+        _validate_trials(exp, representatives)
+
+
+def _validate_trials(exp: Experiment, representatives: Sequence[Sequence[str]]) -> None:
     group_keys = {a.key for a in exp.axes if a.group}
     for overrides in representatives:
         if any(o.split("=", 1)[0].lstrip("+~") in group_keys for o in overrides):
@@ -306,6 +389,11 @@ def validate_trials(exp: Experiment, representatives: Sequence[Sequence[str]]) -
                     trialcfg.stage_argv(stage.command, stage.argv, cfg)
                 except UsageError as exc:
                     raise UsageError(f"stages.{stage.name}.{field}: {exc}") from None
+            elif stage.app is not None:
+                try:
+                    trialcfg.app_argv(stage.app, stage.app_overrides, cfg, "/", "python")
+                except UsageError as exc:
+                    raise UsageError(f"stages.{stage.name}.overrides: {exc}") from None
 
 
 _ABSENT = object()

@@ -142,11 +142,26 @@ def gpu_idle(raw: bool | GpuIdleIn | None, where: str) -> IdleRule | None:
     return IdleRule(**out)
 
 
+_APP_MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z", re.ASCII)
+
+
 def _command(raw: StageIn, where: str) -> None:
-    given = [k for k in ("command", "argv", "callable") if getattr(raw, k) is not None]
+    given = [k for k in ("command", "argv", "callable", "app") if getattr(raw, k) is not None]
     if len(given) != 1:
         which = "both " + " and ".join(given) if given else "none"
-        raise UsageError(f"{where}: give exactly one of command, argv or callable (this stage has {which})")
+        raise UsageError(f"{where}: give exactly one of command, argv, callable or app (this stage has {which})")
+    if raw.overrides is not None and raw.app is None:
+        raise UsageError(f"{where}.overrides: only a Hydra app stage (app: path/to/app.py) takes overrides")
+    if raw.app is not None:
+        app = raw.app
+        script = app.endswith(".py") or "/" in app
+        if not app.strip() or "\0" in app or "\n" in app or (not script and not _APP_MODULE.match(app)):
+            raise UsageError(
+                f"{where}.app: {app!r} is not a Python script path (jobs/train.py) or a module (pkg.train)"
+            )
+        for o in raw.overrides or []:
+            if not o or "\n" in o or "\0" in o:
+                raise UsageError(f"{where}.overrides: {o!r} is not a Hydra override (key=value)")
     if raw.command is not None:
         if not raw.command.strip():
             raise UsageError(f"{where}.command: expected a non-empty command line")
@@ -185,6 +200,8 @@ def parse_stage(name: str, body: object) -> Stage:
         command=raw.command,
         argv=None if raw.argv is None else tuple(raw.argv),
         callable=raw.callable,
+        app=raw.app,
+        app_overrides=tuple(raw.overrides or ()),
         per_trial=raw.per_trial,
         deps=deps,
         singleton=raw.singleton,

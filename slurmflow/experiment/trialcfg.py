@@ -85,10 +85,81 @@ def build(experiment_yaml: Path, values: Sequence[tuple[str, Any]]) -> DictConfi
     """experiment.yaml with the trial's values set as Hydra sets a `key=value` override."""
     cfg = OmegaConf.load(experiment_yaml)
     assert isinstance(cfg, DictConfig)
+    return build_from(cfg, values)
+
+
+def build_from(base: DictConfig, values: Sequence[tuple[str, Any]]) -> DictConfig:
+    """A copy of `base` with the trial's values set as Hydra sets a `key=value` override."""
+    cfg = OmegaConf.create(OmegaConf.to_container(base, resolve=False))
+    assert isinstance(cfg, DictConfig)
     for key, value in values:
         OmegaConf.update(cfg, key, value, merge=True)
     OmegaConf.set_struct(cfg, True)  # as Hydra's compose returns it: no new keys by accident
     return cfg
+
+
+def hydra_value(value: Any, *, literal: bool = False) -> str:
+    """A YAML value as Hydra override text that parses back to exactly that value: strings are
+    quoted, so 'a,b' stays one value and 'c d' keeps its space. `literal`: a ${ in a string is
+    text, never an interpolation of the config it lands in (a value slurmflow puts in an app's
+    command line is data)."""
+    if isinstance(value, str):
+        if literal:  # OmegaConf's escape: \${ is a literal ${, and backslashes before it double
+            value = re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", value)
+        # Hydra's quoted strings: a backslash escapes only a quote or the backslashes before one.
+        body = re.sub(r"(\\*)('|\Z)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
+        return f"'{body}'"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ",".join(hydra_value(v, literal=literal) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{hydra_value(v, literal=literal)}" for k, v in value.items()) + "}"
+    raise UsageError(f"sweep value {value!r}: not a YAML scalar, list or mapping")
+
+
+# ---- a Hydra app as a stage ---------------------------------------------------------------------
+
+_JOB_TIME = re.compile(r"\$\{\s*(oc\.env|hydra)\s*:")
+_OVERRIDE_KEY = re.compile(r"[+~]{0,2}[\w.@/-]+", re.ASCII)
+
+
+def app_argv(app: str, overrides: Sequence[str], cfg: DictConfig, output_dir: str, python: str) -> list[str]:
+    """A Hydra app (a script, or a module run with -m) with the stage's overrides, each value
+    resolved against the trial's config and given to the app's Hydra as exactly that value, and
+    its output directory set (`hydra.run.dir`). Overrides whose value is only job-time
+    interpolations (`${oc.env:...}`, `${hydra:...}`) reach the app's Hydra as written."""
+    head = [python, app] if app.endswith(".py") or "/" in app else [python, "-m", app]
+    words = [app_override(o, cfg) for o in overrides]
+    return [*head, *words, f"hydra.run.dir={hydra_value(output_dir, literal=True)}"]
+
+
+def app_override(override: str, cfg: DictConfig) -> str:
+    key, eq, value = override.partition("=")
+    if not eq or "${" not in value:
+        return override
+    if not _OVERRIDE_KEY.fullmatch(key):
+        raise UsageError(f"override {override!r}: {key!r} is not a config key of the app")
+    pieces = _pieces(value)
+    if all(_JOB_TIME.match(text) for inter, text in pieces if inter):
+        return override  # the app's Hydra resolves these, in the job
+    if len(pieces) == 1 and pieces[0][0]:  # key=${x}: x's value, its type kept (0.1 stays a float)
+        return f"{key}={hydra_value(_typed(pieces[0][1], cfg), literal=True)}"
+    text = "".join(_resolve(t, cfg, bash=False) if inter else t for inter, t in pieces)
+    return f"{key}={hydra_value(text, literal=True)}"
+
+
+def _typed(source: str, cfg: DictConfig) -> Any:
+    holder = OmegaConf.create({"v": source}, parent=cfg)
+    try:
+        value = holder["v"]
+    except OmegaConfBaseException as exc:
+        raise UsageError(f"cannot resolve {source}: {_first_line(exc)}") from exc
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 # ---- a stage's command ------------------------------------------------------------------------
@@ -108,6 +179,35 @@ _OPENERS = {"sq": "'", "dq": '"', "ansi": "$'", "sub": "$(", "param": "${", "ari
 def to_yaml(cfg: DictConfig) -> str:
     """The trial's config as the YAML file the task leaves in its trial directory."""
     return OmegaConf.to_yaml(cfg)
+
+
+def empty() -> DictConfig:
+    return OmegaConf.create({})
+
+
+def resolved_yaml(cfg: DictConfig) -> str:
+    """The trial's config as it is used: interpolations resolved (in the job, so `${oc.env:...}`
+    reads the job's environment), without the experiment's `sweep:` block, which no trial has. A
+    value that resolves only elsewhere (`${hydra:...}`, a resolver of the app) leaves the file
+    unresolved, saying why in its first line."""
+    try:
+        data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+        assert isinstance(data, dict)
+        data.pop("sweep", None)
+        return OmegaConf.to_yaml(OmegaConf.create(data))
+    except OmegaConfBaseException as exc:
+        return f"# not resolved: {_first_line(exc)}\n" + OmegaConf.to_yaml(cfg)
+
+
+def write_hydra_dir(where: Path, cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """`.hydra/` of a trial, where a Hydra user looks: `config.yaml` (the trial's composed config,
+    unresolved, as Hydra writes it) and `overrides.yaml` (what made this trial)."""
+    where.mkdir(mode=0o700, exist_ok=True)
+    data = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(data, dict)
+    data.pop("sweep", None)
+    (where / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(data)))
+    (where / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
 
 
 def stage_argv(command: str | None, argv: Sequence[str] | None, cfg: DictConfig) -> list[str]:

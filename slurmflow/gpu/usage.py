@@ -12,6 +12,7 @@ from typing import Any
 from slurmflow.fsio import write_json_atomic
 from slurmflow.gpu import stats as gpustats
 from slurmflow.gpu.stats import Summary, Timeline
+from slurmflow.model import Trial
 from slurmflow.rundir import events
 from slurmflow.rundir.state import RunState
 from slurmflow.rundir.store import RunStore
@@ -67,7 +68,7 @@ def samples_path(workdir: Path, stage: str) -> Path:
 def _task_files(store: RunStore, state: RunState) -> Iterator[tuple[str, str, int | None, str, int, Path]]:
     """(node, stage, trial index, job id, GPUs, samples path) of every task of a GPU stage."""
     plan = store.plan()
-    trial_ids: dict[int, str] | None = None
+    trials_by_index: dict[int, Trial] | None = None
     for node in plan.nodes:
         stage = plan.stages[node.stage]
         gpus = stage.resources.gpus
@@ -77,8 +78,8 @@ def _task_files(store: RunStore, state: RunState) -> Iterator[tuple[str, str, in
             job = state.job_of(node.key, None) or "-"
             yield node.key, stage.name, None, job, gpus, samples_path(store.path("stages", stage.name), stage.name)
             continue
-        if trial_ids is None:
-            trial_ids = {t.index: t.id for t in store.trials()}
+        if trials_by_index is None:
+            trials_by_index = {t.index: t for t in store.trials()}
         for task in range(node.size):
             index = node.offset + task
             job_id = state.job_of(node.key, task)
@@ -89,7 +90,7 @@ def _task_files(store: RunStore, state: RunState) -> Iterator[tuple[str, str, in
                 index,
                 label,
                 gpus,
-                samples_path(store.path("trials", trial_ids[index]), stage.name),
+                samples_path(store.trial_dir(trials_by_index[index]), stage.name),
             )
 
 

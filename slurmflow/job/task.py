@@ -23,14 +23,16 @@ line ends, whatever it left running is killed, as Slurm does when a batch script
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import json
 import os
 import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,14 +93,17 @@ def prepare(
         index = node.offset + (array_index or 0)
         trial = store.read_trial(index)
         overrides += trial.overrides
-        workdir = store.path("trials", trial.id)
-        env.update(SLURMFLOW_TRIAL_ID=trial.id, SLURMFLOW_TRIAL_INDEX=str(index), SLURMFLOW_TRIAL_DIR=str(workdir))
+        workdir = store.trial_dir(trial)
+        env.update(
+            SLURMFLOW_TRIAL_ID=trial.id,
+            SLURMFLOW_TRIAL_INDEX=str(index),
+            SLURMFLOW_TRIAL_DIR=str(workdir),
+            SLURMFLOW_TRIAL_OVERRIDES=json.dumps(list(trial.overrides)),
+        )
     else:
         workdir = store.path("stages", stage.name)
     workdir.mkdir(parents=True, exist_ok=True)
-    cfg = _trial_config(store, launch, index, overrides)
     cfg_path = workdir / (f"{stage.name}.config.yaml" if not node.array else "config.yaml")
-    cfg_path.write_text(trialcfg.to_yaml(cfg))
     # `python` in a stage command is the interpreter slurmflow runs under (its venv on the cluster):
     # see the module docstring.
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", os.defpath)])
@@ -110,6 +115,17 @@ def prepare(
         SLURMFLOW_WORKDIR=str(workdir),
         SLURMFLOW_CHECKPOINT_DIR=str(workdir),
     )
+    if launch.get("hydra_app"):  # a Hydra app's job composes its own config (experiment/hydra_job.py)
+        cfg = trialcfg.empty()
+        env.pop("SLURMFLOW_CONFIG")
+    else:
+        cfg = _trial_config(store, launch, index, overrides)
+        with job_environ(env):  # ${oc.env:SLURMFLOW_TRIAL_DIR} and the like resolve as in the job
+            cfg_path.write_text(trialcfg.resolved_yaml(cfg))
+            if node.array:
+                trialcfg.write_hydra_dir(workdir / ".hydra", cfg, overrides)
+    # hydra.job.chdir: true in the experiment: each trial's tasks run in its trial directory.
+    cwd = str(workdir) if launch.get("chdir") and node.array else launch["cwd"]
     status: dict[str, object] = {
         "stage": stage.name,
         "node": node.key,
@@ -120,11 +136,22 @@ def prepare(
         "started": clock(),
         "state": "running",
     }
-    prepared = Prepared(
-        stage, cfg, env, launch["cwd"], workdir / f"{stage.name}.status.json", status, store, node.key, clock
-    )
+    prepared = Prepared(stage, cfg, env, cwd, workdir / f"{stage.name}.status.json", status, store, node.key, clock)
     _write_status(prepared.status_path, status)
     return prepared
+
+
+@contextlib.contextmanager
+def job_environ(env: dict[str, str]) -> Iterator[None]:
+    """os.environ as the stage will see it, while its config is resolved (`${oc.env:...}` is
+    read at job time, never at launch), then as it was."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _trial_config(store: RunStore, launch: dict[str, Any], index: int | None, overrides: list[str]) -> DictConfig:
@@ -287,9 +314,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _stage_argv(p: Prepared) -> list[str]:
     stage = p.stage
-    field = "argv" if stage.argv is not None else "command"
+    field = "argv" if stage.argv is not None else "overrides" if stage.app is not None else "command"
     try:
-        return trialcfg.stage_argv(stage.command, stage.argv, p.cfg)
+        with job_environ(p.env):
+            if stage.app is not None:
+                # The app's own output directory (`.hydra/` and all it writes): <trial dir>/<stage>.
+                output = str(Path(p.env["SLURMFLOW_WORKDIR"]) / stage.name)
+                return trialcfg.app_argv(stage.app, stage.app_overrides, p.cfg, output, sys.executable)
+            return trialcfg.stage_argv(stage.command, stage.argv, p.cfg)
     except UsageError as exc:
         raise UsageError(f"stages.{stage.name}.{field}: {exc}") from exc
 
@@ -314,7 +346,7 @@ def _run_command(p: Prepared, words: list[str]) -> tuple[int, bool]:
             timer.daemon = True
             timer.start()
 
-    shell = p.stage.argv is None
+    shell = p.stage.command is not None
     child = run_child(words, cwd=p.cwd, env=p.env, forward=sorted(forward), on_signal=on_signal, shell=shell)
     watch = GpuWatch(p).start(child)
     try:

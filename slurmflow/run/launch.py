@@ -63,6 +63,8 @@ def prepare(
     for stage in exp.stages.values():
         if stage.callable is not None:
             _check_callable(stage.name, stage.callable, cwd or Path.cwd())
+        if stage.app is not None:
+            _check_app(stage.name, stage.app, cwd or Path.cwd())
     plan = planner.plan(exp.name, exp.stages, sweep.count(exp.axes), cluster, max_array_size=max_array_size)
     config.validate_trials(exp, sweep.representatives(exp.axes))
     from slurmflow.planning.limits import size_refusal
@@ -80,6 +82,18 @@ def _check_callable(stage: str, target: str, cwd: Path) -> None:
     found = _locate(module, [str(cwd), *sys.path])
     if found is None:
         raise UsageError(f"stages.{stage}.callable: no module {module!r} importable from {cwd}: check the name")
+
+
+def _check_app(stage: str, app: str, cwd: Path) -> None:
+    """A Hydra app stage's script exists (jobs run from the launch directory), or its module is
+    importable from there; located, not run."""
+    if app.endswith(".py") or "/" in app:
+        if not (cwd / app).is_file():
+            raise UsageError(
+                f"stages.{stage}.app: no file {app} in {cwd}: give the app's path from the launch directory"
+            )
+    elif _locate(app, [str(cwd), *sys.path]) is None:
+        raise UsageError(f"stages.{stage}.app: no module {app!r} importable from {cwd}: check the name")
 
 
 def _locate(module: str, path: Sequence[str]) -> importlib.machinery.ModuleSpec | None:
@@ -114,7 +128,7 @@ def _git(cwd: Path) -> dict[str, Any]:
     }
 
 
-def provenance(prep: Prepared, cwd: Path, argv: Sequence[str], now: float) -> dict[str, Any]:
+def provenance(cluster: ClusterInfo, cwd: Path, argv: Sequence[str], now: float) -> dict[str, Any]:
     versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
@@ -130,7 +144,7 @@ def provenance(prep: Prepared, cwd: Path, argv: Sequence[str], now: float) -> di
         "python": sys.version,
         "platform": platform.platform(),
         "packages": versions,
-        "slurm_version": prep.cluster.version,
+        "slurm_version": cluster.version,
         "git": _git(cwd),
     }
 
@@ -162,9 +176,18 @@ def write_run(
     now = clock()
     exp = prep.experiment
     check_runs_dir(runs_dir)
-    store = RunStore.create(runs_dir.resolve(), new_run_id(exp.name, now))
+    if exp.hydra.sweep_dir:  # hydra.sweep.dir set in the experiment: the run directory is there
+        place = Path(exp.hydra.sweep_dir)
+        place = place if place.is_absolute() else cwd / place
+        if place.exists():
+            raise UsageError(f"hydra.sweep.dir: {place} exists already: a run needs a new directory")
+        check_runs_dir(place.parent)
+        store = RunStore.create(place.parent, place.name)
+    else:
+        store = RunStore.create(runs_dir.resolve(), new_run_id(exp.name, now))
     store.snapshot_config(exp.config_dir, runs_dir=runs_dir)  # never the runs, wherever they are
     store.write_text("experiment.yaml", config.to_yaml(exp.config))
+    store.write_text("multirun.yaml", exp.hydra.multirun_yaml)  # as Hydra leaves one in a sweep's directory
     store.write_json(
         "launch.json",
         {
@@ -172,14 +195,16 @@ def write_run(
             "base_overrides": list(exp.base_overrides),
             "cwd": str(cwd),
             "python": python,
+            "trial_dirs": "number",  # trials/<trial number> (RunStore.trial_dir)
             "axes": [{"key": a.key, "values": list(a.values), "group": a.group} for a in exp.axes],
             # Set by each task on experiment.yaml without Hydra; null: the task composes (trialcfg.py).
             "values": _axis_values(exp),
+            "chdir": exp.hydra.chdir,  # hydra.job.chdir: a trial's tasks run in its trial directory
         },
     )
     store.write_manifest(sweep.expand(exp.axes))
     store.write_json("plan.json", plan_to_dict(prep.plan))
-    store.write_json("provenance.json", provenance(prep, cwd, argv, now))
+    store.write_json("provenance.json", provenance(prep.cluster, cwd, argv, now))
     return store
 
 

@@ -10,7 +10,7 @@ runs/<run_id>/            mode 0700: private to its owner
   provenance.json         git commit and diff, packages, Slurm version, user, host, time
   events.jsonl            intents, submissions, reconciliations (append-only, fsync'd)
   logs/<node>/            Slurm's stdout/stderr per task
-  trials/<trial_id>/      what each trial's tasks write (config, status, metrics)
+  trials/<trial number>/  what each trial's tasks write (config, .hydra/, status, metrics)
 """
 
 from __future__ import annotations
@@ -148,6 +148,7 @@ def plan_from_dict(doc: Mapping[str, Any]) -> Plan:
 class RunStore:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._by_number: bool | None = None
 
     @classmethod
     def create(cls, runs_dir: Path, run_id: str) -> RunStore:
@@ -198,6 +199,20 @@ class RunStore:
         path = self.root / name
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         return write_atomic(path, text, mode=0o700 if executable else 0o600)
+
+    def write_bytes(self, name: str, data: bytes) -> Path:
+        path = self.root / name
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return write_atomic(path, data)
+
+    def trial_dir(self, trial: Trial) -> Path:
+        """What a trial's tasks write (status, config, metrics, GPU samples): trials/<trial
+        number>, the number plan, status, logs and gpu show. Runs launched before trial
+        directories were numbered (no "trial_dirs" in launch.json) keep theirs, named by id."""
+        if self._by_number is None:
+            launch = self.root / "launch.json"
+            self._by_number = not launch.exists() or json.loads(launch.read_text()).get("trial_dirs") == "number"
+        return self.root / "trials" / (str(trial.index) if self._by_number else trial.id)
 
     def write_json(self, name: str, doc: Any) -> Path:
         # Insertion order is meaningful (stages and nodes in plan order): never sort keys.

@@ -68,8 +68,8 @@ class Project:
         return runs[0] if runs else self.root / "runs" / "none"
 
     def trial(self, seed: int) -> Path:
-        trials = [json.loads(line) for line in (self.run_dir / "trials.jsonl").read_text().splitlines()]
-        return self.run_dir / "trials" / str(next(t["id"] for t in trials if t["index"] == seed))
+        # The sweep is seed=range(n): trial number == seed.
+        return self.run_dir / "trials" / str(seed)
 
     def status(self) -> dict[str, Any]:
         doc: dict[str, Any] = json.loads(self.run("status", str(self.run_dir), "--json", "--tasks").stdout)

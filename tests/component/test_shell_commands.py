@@ -61,7 +61,7 @@ def test_a_sweep_of_hostile_values_runs_as_shell_lines_on_the_local_backend(
     assert len(trials) == len(SWEPT)
     upper = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
     for trial in trials:
-        d = run / "trials" / trial["id"]
+        d = run / "trials" / str(trial["index"])
         value = swept[trial["index"]]
         assert (d / "word.txt").read_text() == value
         assert (d / "upper.txt").read_text() == value.translate(upper) + "\n"  # a pipe, then >

@@ -163,7 +163,7 @@ def test_chunked_arrays_keep_aftercorr_pairs_and_offsets(mini_cluster: str, work
     run_dir = Path(str(doc["run_dir"]))
     manifest = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
     for trial in manifest:
-        seen = run_dir / "trials" / trial["id"] / "seen"
+        seen = run_dir / "trials" / str(trial["index"]) / "seen"
         if trial["index"] == 6:
             assert not seen.exists()
         else:

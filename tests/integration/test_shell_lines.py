@@ -43,7 +43,7 @@ def test_hostile_values_in_a_shell_line_reach_the_job_exactly(mini_cluster: str,
     run_dir = Path(str(doc["run_dir"]))
     manifest = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
     for trial in manifest:
-        d = run_dir / "trials" / trial["id"]
+        d = run_dir / "trials" / str(trial["index"])
         assert (d / "word.txt").read_text() == SWEPT[trial["index"]]
         assert (d / "evil.txt").read_text() == EVIL
         assert (d / "task.txt").read_text() == f"task {trial['index']}\n"

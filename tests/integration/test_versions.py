@@ -106,7 +106,7 @@ def test_1500_trial_chunked_sweep_runs_every_trial_exactly_once(mini_cluster: st
     manifest = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
     assert len(manifest) == 1500
     for trial in manifest:
-        lines = (run_dir / "trials" / trial["id"] / "ran").read_text().splitlines()
+        lines = (run_dir / "trials" / str(trial["index"]) / "ran").read_text().splitlines()
         assert len(lines) == 1 and lines[0].split()[1] == str(trial["index"]), (trial, lines)
     assert (run_dir / "stages" / "total" / "count").read_text().strip() == "1500"
     st = status_json(mini_cluster, workdir, str(doc["run_id"]))

@@ -200,7 +200,7 @@ def test_quota_file_values() -> None:
 def test_argv_form_is_a_list_of_words() -> None:
     stage = parse_stage("train", {"argv": ["python", "train.py", "--lr=${lr}"]})
     assert stage.argv == ("python", "train.py", "--lr=${lr}") and stage.command is None
-    assert "give exactly one of command, argv or callable" in refusal({"command": "x", "argv": ["x"]})
+    assert "give exactly one of command, argv, callable or app" in refusal({"command": "x", "argv": ["x"]})
     assert "argv: expected a list of words" in refusal({"argv": []})
     assert hasattr(trialcfg, "stage_argv")
 

@@ -1,0 +1,234 @@
+"""The launcher's work, imported only when a sweep is launched (Hydra's plugin scan skips
+modules whose name starts with `_`): the launcher's parameters as a slurmflow stage, the app's
+Hydra state pickled, the run written and submitted, and with `wait=true` the jobs' JobReturns."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
+
+from slurmflow.errors import SlurmflowError, UsageError
+from slurmflow.experiment.stages import parse_stage
+from slurmflow.model import Stage
+from slurmflow.run import hydra_launch, schedulers
+from slurmflow.rundir.store import RunStore
+
+if TYPE_CHECKING:
+    from hydra_plugins.slurmflow_launcher.slurmflow_launcher import SlurmflowLauncher
+
+log = logging.getLogger("hydra_plugins.slurmflow_launcher")
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What a job returns to Hydra without `wait=true`: where it is, not what it computed."""
+
+    run_id: str
+    run_dir: str
+    job_num: int
+    job_id: str  # `<array job>_<task>`
+
+    def __str__(self) -> str:
+        return f"job {self.job_num} submitted as {self.job_id} (slurmflow status {self.run_dir})"
+
+
+def stage(name: str, p: dict[str, Any], python: str = "python") -> Stage:
+    """The launcher's parameters (hydra-submitit-launcher's names) as the app's stage: one
+    array task per Hydra job. A refusal is a one-line UsageError naming the parameter."""
+    where = "hydra.launcher"
+    for key in ("nodes", "tasks_per_node"):
+        if int(p.get(key) or 1) != 1:
+            raise UsageError(
+                f"{where}.{key}={p[key]}: slurmflow runs a Hydra job as one task on one node; for a multi-task job "
+                "run the app from an experiment stage with `command: srun python app.py ...`"
+            )
+    gpus = p.get("gpus_per_node") or p.get("gpus_per_task") or 0
+    extra: list[str] = []
+    gres = p.get("gres")
+    if gres:
+        kind, _, count = str(gres).partition(":")
+        if kind == "gpu" and count.isdigit() and not gpus:
+            gpus = int(count)
+        else:
+            extra.append(f"--gres={gres}")
+    for key, option in (("exclude", "--exclude"), ("comment", "--comment"), ("mem_per_cpu", "--mem-per-cpu")):
+        if p.get(key):
+            extra.append(f"{option}={p[key]}")
+    for key, value in (p.get("additional_parameters") or {}).items():
+        option = "--" + str(key).replace("_", "-")
+        if value is True:
+            extra.append(option)
+        elif value not in (False, None):
+            extra.append(f"{option}={value}")
+    resources: dict[str, Any] = {
+        "gpus": int(gpus),
+        "time": int(p.get("timeout_min") or 60),
+        "extra": extra,
+    }
+    for key, field in (
+        ("partition", "partition"),
+        ("qos", "qos"),
+        ("account", "account"),
+        ("constraint", "constraint"),
+    ):
+        if p.get(key):
+            resources[field] = str(p[key])
+    if p.get("cpus_per_task"):
+        resources["cpus"] = int(p["cpus_per_task"])
+    if p.get("mem_gb"):
+        resources["mem"] = f"{int(p['mem_gb'])}G"
+    body: dict[str, Any] = {"resources": resources, "per_trial": True}
+    if p.get("array_parallelism"):
+        body["max_parallel"] = int(p["array_parallelism"])
+    if int(p.get("max_num_timeout") or 0) > 0:
+        # As with submitit: the time-limit warning comes signal_delay_s before the limit, and the
+        # job is requeued (same job id) up to max_num_timeout times.
+        body["checkpoint"] = {
+            "signal": "USR2",
+            "seconds": int(p.get("signal_delay_s") or 120),
+            "grace": 0,
+            "max_restarts": int(p["max_num_timeout"]),
+        }
+    job = f"{python} -m {hydra_launch.JOB_MODULE}"
+    setup = p.get("setup") or []
+    if setup:
+        # The setup lines are shell, run before the job; a ${...} in them is the shell's.
+        lines = [str(line).replace("${", "\\${") for line in setup]
+        body["command"] = "\n".join([*lines, f"exec {job}"])
+    else:
+        body["argv"] = job.split()
+    try:
+        return parse_stage(name, body)
+    except UsageError as exc:
+        said = str(exc).replace(f"stages.{name}.resources.extra", f"{where}.additional_parameters")
+        raise UsageError(said.replace(f"stages.{name}.resources", where).replace(f"stages.{name}", where)) from None
+
+
+def _app_dir(launcher: SlurmflowLauncher) -> str | None:
+    """The directory of the task function's module (the app's script): the job imports the app
+    and the modules beside it from there, as the app does when it runs."""
+    module = sys.modules.get(getattr(launcher.task_function, "__module__", "__main__"))
+    app_file = getattr(module, "__file__", None)
+    return str(Path(app_file).resolve().parent) if app_file else None
+
+
+def _app_state(launcher: SlurmflowLauncher) -> bytes:
+    from hydra.core.singleton import Singleton
+
+    state = {
+        "singletons": Singleton.get_state(),  # JobRuntime (the job's name), the config store
+        "hydra_context": launcher.hydra_context,
+        "task_function": launcher.task_function,
+        "config": launcher.config,
+    }
+    data: bytes = cloudpickle.dumps(state)
+    return data
+
+
+def _primary_config_dir(launcher: SlurmflowLauncher) -> Path | None:
+    assert launcher.hydra_context is not None
+    for element in launcher.hydra_context.config_loader.get_search_path().get_path():
+        if element.provider == "main" and element.path and element.path.startswith("file://"):
+            path = Path(element.path.removeprefix("file://"))
+            return path if path.is_dir() else None
+    return None
+
+
+def launch(launcher: SlurmflowLauncher, jobs: list[list[str]], first_num: int) -> Sequence[JobReturn]:
+    config, p = launcher.config, launcher.params
+    assert config is not None
+    try:
+        return _launch(launcher, config, p, jobs, first_num)
+    except SlurmflowError as exc:
+        # Hydra prints the exception; one line, naming what is wrong (nothing was submitted
+        # where the error came before submission: the run directory says what was).
+        raise RuntimeError(f"slurmflow: {exc}") from None
+
+
+def _launch(
+    launcher: SlurmflowLauncher, config: Any, p: dict[str, Any], jobs: list[list[str]], first_num: int
+) -> Sequence[JobReturn]:
+    name = hydra_launch.stage_name(str(config.hydra.job.name))
+    sweep_dir = str(config.hydra.sweep.dir)  # resolved here, once: `${now:}` is the launch's time
+    task = OmegaConf.to_container(config, resolve=False)
+    assert isinstance(task, dict)
+    task.pop("hydra", None)
+    app = hydra_launch.AppLaunch(
+        name=name,
+        jobs=jobs,
+        first_num=first_num,
+        stage=stage(name, p),
+        state=_app_state(launcher),
+        app_dir=_app_dir(launcher),
+        config_dir=_primary_config_dir(launcher),
+        config_yaml=OmegaConf.to_yaml(OmegaConf.create(task)),
+        sweep_dir=str(Path(sweep_dir).resolve()),
+    )
+    chosen = schedulers.for_launch(str(p.get("backend") or "auto"), p.get("via"), p.get("local_gpus"))
+    if chosen.note:
+        log.info(f"slurmflow: {chosen.note}")
+    store, plan, ids = hydra_launch.launch(
+        app,
+        chosen,
+        Path(str(p.get("runs_dir") or "runs")),
+        via=p.get("via"),
+        cwd=Path.cwd(),
+        argv=sys.argv,
+        hold=bool(p.get("hold")),
+        max_array_size=p.get("max_array_size"),
+    )
+    arrays = ", ".join(ids[n.key] for n in plan.nodes if n.key in ids)
+    log.info(f"slurmflow: run {store.run_id}: {len(jobs)} jobs submitted ({arrays}); outputs in {sweep_dir}")
+    log.info(f"slurmflow: follow it with `slurmflow status {store.root}`")
+    tasks = [(node, i) for node in plan.nodes for i in range(node.size)]
+    if not p.get("wait"):
+        out = []
+        for (node, i), overrides in zip(tasks, jobs, strict=True):
+            ret = JobReturn(overrides=overrides, task_name=name, status=JobStatus.COMPLETED)
+            ret.return_value = Submitted(
+                store.run_id, str(store.root), first_num + node.offset + i, f"{ids[node.key]}_{i}"
+            )
+            out.append(ret)
+        return out
+    return wait(store, chosen, p, jobs, name)
+
+
+def wait(
+    store: RunStore, chosen: schedulers.Chosen, p: dict[str, Any], jobs: list[list[str]], name: str
+) -> list[JobReturn]:
+    """Until every job has ended in Slurm: then each job's JobReturn, or a FAILED one saying how
+    it ended where the job left none (killed, out of time, out of memory)."""
+    from slurmflow.monitoring import observe
+
+    backend = schedulers.of_run(store)
+    last = None
+    for st in observe.watch(store, backend, float(p.get("poll_s") or 10.0)):
+        last = st
+        done = sum(1 for t in st.tasks if t.state.final)
+        log.info(f"slurmflow: {done}/{len(st.tasks)} jobs ended")
+    assert last is not None
+    ended = {t.trial: t for t in last.tasks if t.trial is not None}
+    out: list[JobReturn] = []
+    for trial in store.trials():
+        path = store.trial_dir(trial) / hydra_launch.RETURN_FILE
+        if path.exists():
+            ret = pickle.loads(path.read_bytes())  # noqa: S301 (written by the run's own jobs)
+            out.append(ret)
+            continue
+        row = ended.get(trial.index)
+        how = f"{row.state.name} in Slurm (job {row.job_id}, exit {row.exit})" if row else "without a trace in Slurm"
+        ret = JobReturn(overrides=list(trial.overrides), task_name=name, status=JobStatus.FAILED)
+        ret.return_value = RuntimeError(
+            f"job {trial.index} ended {how} before returning: slurmflow logs {store.root} {name} {trial.index}"
+        )
+        out.append(ret)
+    return out
