@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CLUSTER := bash docker/slurm-cluster/cluster.sh
 
-.PHONY: help demo install lint test unit integration matrix cluster-up cluster-down cluster-logs bench
+.PHONY: help demo install lint test unit integration matrix cluster-up cluster-down cluster-logs bench bench-hydra
 
 help:
 	@echo "make demo         bring the mini Slurm cluster up and launch the demo campaign on it"
@@ -84,4 +84,13 @@ bench: install cluster-up
 	@mkdir -p $(CURDIR)/.mini/bench && chmod 1777 $(CURDIR)/.mini/bench
 	$(CLUSTER) exec -u bob bash -c 'cd $(CURDIR)/.mini/bench && /opt/slurmflow/venv/bin/python /src/bench/launch_bench.py'
 	$(CLUSTER) exec -u bob bash -c 'cd $(CURDIR)/.mini/bench && /opt/slurmflow/venv/bin/python /src/bench/monitor_bench.py'
+	$(MAKE) bench-hydra
 	$(BIN)/python bench/cluster_bench.py
+
+# hydra/launcher=slurmflow against hydra-submitit-launcher, installed in the benchmark's own
+# directory (the cluster is offline: its wheel is fetched here, installed there).
+HYDRA_BENCH := $(CURDIR)/.mini/bench-hydra
+bench-hydra: install cluster-up
+	@mkdir -p $(HYDRA_BENCH) && chmod 1777 $(HYDRA_BENCH)
+	$(BIN)/pip download -q hydra-submitit-launcher --no-deps -d $(HYDRA_BENCH)/wheels
+	$(CLUSTER) exec -u bob bash -c 'cd $(HYDRA_BENCH) && /opt/slurmflow/venv/bin/python /src/bench/hydra_launcher_bench.py --peer-wheels wheels'

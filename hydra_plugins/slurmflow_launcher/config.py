@@ -51,6 +51,9 @@ class SlurmflowLauncherConf:
     max_array_size: Optional[int] = None
     local_gpus: Optional[int] = None
     poll_s: float = 10.0  # with wait=true: how often Slurm is asked
+    # How the sweeper's check of a batch composes: "groups", once per distinct choice of config
+    # groups (the other jobs' keys checked against it); "full", every job (Hydra's own way).
+    validate: str = "groups"
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="slurmflow", node=SlurmflowLauncherConf, provider="slurmflow")

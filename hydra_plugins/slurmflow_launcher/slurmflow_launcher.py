@@ -33,6 +33,10 @@ class SlurmflowLauncher(Launcher):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
+        if self.params.get("validate", "groups") != "full":
+            from hydra_plugins.slurmflow_launcher import _launch
+
+            _launch.quick_validation(hydra_context.config_loader)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from hydra_plugins.slurmflow_launcher import _launch

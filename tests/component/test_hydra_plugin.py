@@ -147,6 +147,12 @@ def test_a_bad_launcher_parameter_is_one_line_and_submits_nothing(project: Path)
     assert done.returncode == 1
     assert "slurmflow: hydra.launcher.nodes=2: slurmflow runs a Hydra job as one task on one node" in done.stderr
     assert not (project / "runs").exists() or not any((project / "runs").iterdir())
+    # An unknown key: refused by the sweeper's check (one composition), before anything is written.
+    done = run(
+        project, sys.executable, str(app), "-m", "hydra/launcher=slurmflow", "hydra.launcher.backend=local", "sed=1,2"
+    )
+    assert done.returncode == 1 and "Could not override 'sed'" in done.stderr
+    assert not (project / "runs").exists() or not any((project / "runs").iterdir())
 
 
 def test_the_app_as_a_stage_of_a_pipeline(project: Path) -> None:

@@ -43,6 +43,20 @@ def status(container: str, workdir: Path, run_dir: Path) -> dict[str, Any]:
     return doc
 
 
+def plugin_run(container: str, workdir: Path, app: str, *args: str) -> Path:
+    """`python APP -m hydra/launcher=slurmflow ARGS` as alice (a bare `k=v` is a launcher
+    parameter, hydra.launcher.k=v; the rest are the app's overrides): the run directory it names."""
+    params = [f"hydra.launcher.{a}" if a.split("=")[0] in LAUNCHER else a for a in args]
+    done = as_alice(container, workdir, PYTHON, app, "-m", "hydra/launcher=slurmflow", *params)
+    assert done.returncode == 0, done.stderr
+    found = re.search(r"slurmflow status (\S+)`", done.stdout + done.stderr)
+    assert found, done.stdout + done.stderr
+    return Path(found.group(1))
+
+
+LAUNCHER = {"hold", "timeout_min", "mem_gb", "signal_delay_s", "max_num_timeout"}
+
+
 def submitted(run_dir: Path) -> list[str]:
     """The job ids the run's event log records as submitted."""
     ids = []
@@ -56,22 +70,9 @@ def submitted(run_dir: Path) -> list[str]:
 
 @pytest.mark.smoke
 def test_the_plugin_submits_and_returns_before_any_task_runs(mini_cluster: str, workdir: Path) -> None:
-    done = as_alice(
-        mini_cluster,
-        workdir,
-        PYTHON,
-        "jobs/hydra_app/train.py",
-        "-m",
-        "hydra/launcher=slurmflow",
-        "hydra.launcher.hold=true",
-        "hydra.launcher.timeout_min=5",
-        "hydra.launcher.mem_gb=1",
-        *SWEEP,
+    run_dir = plugin_run(
+        mini_cluster, workdir, "jobs/hydra_app/train.py", "hold=true", "timeout_min=5", "mem_gb=1", *SWEEP
     )
-    assert done.returncode == 0, done.stderr
-    found = re.search(r"slurmflow status (\S+)`", done.stdout + done.stderr)
-    assert found, done.stdout + done.stderr
-    run_dir = Path(found.group(1))
     ids = submitted(run_dir)
     # The launching process has exited; Slurm holds every task: none has run.
     queued = backend(mini_cluster).query(ids).by_id()
@@ -175,3 +176,23 @@ def test_the_app_as_a_pipeline_stage_with_an_after_corr_eval(mini_cluster: str, 
         assert json.loads((trial / "eval.json").read_text())["overrides"] == app_overrides
     rows = json.loads((run_dir / "results.json").read_text())
     assert sorted(r["trial"] for r in rows) == list(range(6))
+
+
+def test_max_num_timeout_requeues_a_job_warned_of_its_time_limit(mini_cluster: str, workdir: Path) -> None:
+    """As with the submitit launcher: the warning comes signal_delay_s before the limit and the
+    job is requeued (same job id) up to max_num_timeout times. Slurm checks for warnings every
+    30 s, so with a 2-minute limit and 60 s the warning falls 30 to 60 s into the attempt."""
+    app = workdir / "timeout_app.py"
+    app.write_text((Path(__file__).resolve().parents[1] / "fixtures" / "hydra_timeout" / "app.py").read_text())
+    subprocess.run(["chown", "2001:2001", str(app)], check=True)
+    run_dir = plugin_run(
+        mini_cluster, workdir, str(app), "timeout_min=2", "signal_delay_s=60", "max_num_timeout=1", "+x=1,2"
+    )
+    ids = submitted(run_dir)
+    final = wait_final(mini_cluster, ids, timeout=300)
+    tasks = {j.job_id: j for j in final.values() if j.array_task_id is not None}
+    assert sorted(j.state.name for j in tasks.values()) == ["COMPLETED", "COMPLETED"]
+    assert all((j.restarts or 0) == 1 for j in tasks.values()), {k: j.restarts for k, j in tasks.items()}
+    (sweep_dir,) = (workdir / "multirun").glob("*/*")
+    for num in (0, 1):
+        assert (sweep_dir / str(num) / "attempts").read_text().split() == ["0", "1"]
