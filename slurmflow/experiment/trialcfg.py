@@ -207,7 +207,9 @@ def write_hydra_dir(where: Path, cfg: DictConfig, overrides: Sequence[str]) -> N
     assert isinstance(data, dict)
     data.pop("sweep", None)
     (where / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(data)))
-    (where / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+    # Hydra keeps overrides of its own config (hydra.*, hydra/...) out of overrides.yaml.
+    task = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    (where / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(task)))
 
 
 def stage_argv(command: str | None, argv: Sequence[str] | None, cfg: DictConfig) -> list[str]:

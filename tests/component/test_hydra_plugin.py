@@ -186,3 +186,35 @@ def test_the_app_as_a_stage_of_a_pipeline(project: Path) -> None:
     rows = json.loads((run_dir / "results.json").read_text())
     assert sorted(r["trial"] for r in rows) == list(range(6))
     assert rows == sorted(rows, key=lambda r: -r["accuracy"])
+
+
+def test_hydra_job_chdir_and_sweep_dir_are_honoured_in_an_experiment(project: Path) -> None:
+    exp = project / "configs" / "experiment" / "where.yaml"
+    exp.write_text(
+        "# @package _global_\nname: where\nseed: 0\nhydra:\n  job:\n    chdir: true\n"
+        "stages:\n  look:\n    per_trial: true\n    command: pwd > here\n"
+    )
+    place = project / "elsewhere" / "my-run"
+    done = run(
+        project,
+        SLURMFLOW,
+        "launch",
+        "experiment=where",
+        "seed=1,2",
+        f"hydra.sweep.dir={place}",
+        "--backend",
+        "local",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    assert Path(json.loads(done.stdout)["run_dir"]) == place  # hydra.sweep.dir: the run directory
+    for n in (0, 1):
+        trial = place / "trials" / str(n)
+        assert (trial / "here").read_text().strip() == str(trial)  # hydra.job.chdir: its trial directory
+        # Hydra's own overrides stay out of the trial's overrides.yaml, as Hydra keeps them out.
+        assert yaml.safe_load((trial / ".hydra" / "overrides.yaml").read_text()) == [
+            "experiment=where",
+            f"seed={n + 1}",
+        ]
+    again = run(project, SLURMFLOW, "launch", "experiment=where", f"hydra.sweep.dir={place}", "--backend", "local")
+    assert again.returncode == 2 and f"hydra.sweep.dir: {place} exists already" in again.stderr
