@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import CompactHydraException
 from omegaconf import OmegaConf
 
 from slurmflow.errors import SlurmflowError, UsageError
@@ -41,26 +42,48 @@ class Submitted:
         return f"job {self.job_num} submitted as {self.job_id} (slurmflow status {self.run_dir})"
 
 
+def _whole(p: dict[str, Any], key: str, default: int = 0) -> int:
+    value = p.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UsageError(f"hydra.launcher.{key}: {value!r} is not a whole number")
+    return value
+
+
 def stage(name: str, p: dict[str, Any], python: str = "python") -> Stage:
     """The launcher's parameters (hydra-submitit-launcher's names) as the app's stage: one
     array task per Hydra job. A refusal is a one-line UsageError naming the parameter."""
     where = "hydra.launcher"
     for key in ("nodes", "tasks_per_node"):
-        if int(p.get(key) or 1) != 1:
+        if _whole(p, key, 1) not in (0, 1):
             raise UsageError(
                 f"{where}.{key}={p[key]}: slurmflow runs a Hydra job as one task on one node; for a multi-task job "
                 "run the app from an experiment stage with `command: srun python app.py ...`"
             )
-    gpus = p.get("gpus_per_node") or p.get("gpus_per_task") or 0
+    if p.get("srun_args"):
+        raise UsageError(f"{where}.srun_args: a Hydra job runs as one task, without srun; remove srun_args")
+    if p.get("comment"):
+        raise UsageError(f"{where}.comment: slurmflow keeps a job's comment for its own records; remove comment")
+    gpus = _whole(p, "gpus_per_node") or _whole(p, "gpus_per_task")
     extra: list[str] = []
     gres = p.get("gres")
     if gres:
         kind, _, count = str(gres).partition(":")
-        if kind == "gpu" and count.isdigit() and not gpus:
-            gpus = int(count)
-        else:
-            extra.append(f"--gres={gres}")
-    for key, option in (("exclude", "--exclude"), ("comment", "--comment"), ("mem_per_cpu", "--mem-per-cpu")):
+        if kind != "gpu" or not count.isdigit():
+            raise UsageError(
+                f"{where}.gres={gres}: only gpu:N is understood (a typed GPU: gpus_per_node=N with "
+                "constraint=<the nodes' feature>)"
+            )
+        if gpus and gpus != int(count):
+            raise UsageError(f"{where}.gres={gres} and gpus_per_node={gpus} disagree: give one of them")
+        gpus = int(count)
+    for key, option in (
+        ("exclude", "--exclude"),
+        ("mem_per_cpu", "--mem-per-cpu"),
+        ("mem_per_gpu", "--mem-per-gpu"),
+        ("cpus_per_gpu", "--cpus-per-gpu"),
+    ):
         if p.get(key):
             extra.append(f"{option}={p[key]}")
     for key, value in (p.get("additional_parameters") or {}).items():
@@ -70,8 +93,8 @@ def stage(name: str, p: dict[str, Any], python: str = "python") -> Stage:
         elif value not in (False, None):
             extra.append(f"{option}={value}")
     resources: dict[str, Any] = {
-        "gpus": int(gpus),
-        "time": int(p.get("timeout_min") or 60),
+        "gpus": gpus,
+        "time": _whole(p, "timeout_min", 60),
         "extra": extra,
     }
     for key, field in (
@@ -82,21 +105,21 @@ def stage(name: str, p: dict[str, Any], python: str = "python") -> Stage:
     ):
         if p.get(key):
             resources[field] = str(p[key])
-    if p.get("cpus_per_task"):
-        resources["cpus"] = int(p["cpus_per_task"])
-    if p.get("mem_gb"):
-        resources["mem"] = f"{int(p['mem_gb'])}G"
+    if _whole(p, "cpus_per_task"):
+        resources["cpus"] = _whole(p, "cpus_per_task")
+    if _whole(p, "mem_gb"):
+        resources["mem"] = f"{_whole(p, 'mem_gb')}G"
     body: dict[str, Any] = {"resources": resources, "per_trial": True}
-    if p.get("array_parallelism"):
-        body["max_parallel"] = int(p["array_parallelism"])
-    if int(p.get("max_num_timeout") or 0) > 0:
+    if _whole(p, "array_parallelism"):
+        body["max_parallel"] = _whole(p, "array_parallelism")
+    if _whole(p, "max_num_timeout") > 0:
         # As with submitit: the time-limit warning comes signal_delay_s before the limit, and the
         # job is requeued (same job id) up to max_num_timeout times.
         body["checkpoint"] = {
             "signal": "USR2",
-            "seconds": int(p.get("signal_delay_s") or 120),
+            "seconds": _whole(p, "signal_delay_s", 120),
             "grace": 0,
-            "max_restarts": int(p["max_num_timeout"]),
+            "max_restarts": _whole(p, "max_num_timeout"),
         }
     job = f"{python} -m {hydra_launch.JOB_MODULE}"
     setup = p.get("setup") or []
@@ -109,8 +132,28 @@ def stage(name: str, p: dict[str, Any], python: str = "python") -> Stage:
     try:
         return parse_stage(name, body)
     except UsageError as exc:
-        said = str(exc).replace(f"stages.{name}.resources.extra", f"{where}.additional_parameters")
-        raise UsageError(said.replace(f"stages.{name}.resources", where).replace(f"stages.{name}", where)) from None
+        raise UsageError(in_launcher_terms(str(exc), name)) from None
+
+
+# What a slurmflow message calls a stage's field, and the launcher's parameter that sets it.
+_TERMS = (
+    ("resources.extra", "additional_parameters"),
+    ("resources.time", "timeout_min"),
+    ("resources.gpus", "gpus_per_node"),
+    ("resources.cpus", "cpus_per_task"),
+    ("resources.mem", "mem_gb"),
+    ("resources.", ""),
+    ("checkpoint.seconds", "signal_delay_s"),
+    ("checkpoint.max_restarts", "max_num_timeout"),
+    ("max_parallel", "array_parallelism"),
+)
+
+
+def in_launcher_terms(message: str, stage: str) -> str:
+    """A slurmflow message about the app's stage, naming the launcher's parameters instead."""
+    for field, param in _TERMS:
+        message = message.replace(f"stages.{stage}.{field}", f"hydra.launcher.{param}".rstrip("."))
+    return message.replace(f"stages.{stage}", "hydra.launcher").replace("--local-gpus", "hydra.launcher.local_gpus")
 
 
 def quick_validation(loader: Any) -> None:
@@ -179,6 +222,11 @@ def _app_state(launcher: SlurmflowLauncher) -> bytes:
     }
     try:
         data: bytes = cloudpickle.dumps(state)
+    except Exception as exc:
+        raise UsageError(
+            f"the app's task function or its config cannot be pickled for the jobs ({type(exc).__name__}: {exc}): "
+            "keep unpicklable objects (locks, open files, clients) out of module globals the task function uses"
+        ) from None
     finally:
         if patched is not None:
             loader.load_sweep_config = patched  # type: ignore[method-assign]
@@ -188,21 +236,42 @@ def _app_state(launcher: SlurmflowLauncher) -> bytes:
 def _primary_config_dir(launcher: SlurmflowLauncher) -> Path | None:
     assert launcher.hydra_context is not None
     for element in launcher.hydra_context.config_loader.get_search_path().get_path():
-        if element.provider == "main" and element.path and element.path.startswith("file://"):
+        if element.provider == "main" and element.path:
+            if "://" in element.path and not element.path.startswith("file://"):
+                return None  # pkg://: an installed package's configs, the same on every node
             path = Path(element.path.removeprefix("file://"))
             return path if path.is_dir() else None
     return None
 
 
+class LaunchError(CompactHydraException):
+    """Printed by Hydra as its one line, without a traceback."""
+
+
+BACKENDS = ("auto", "slurm", "local")
+VALIDATE = ("groups", "full")
+
+
+def check_choices(p: dict[str, Any]) -> None:
+    for key, choices, default in (("backend", BACKENDS, "auto"), ("validate", VALIDATE, "groups")):
+        value = p.get(key) or default
+        if value not in choices:
+            raise LaunchError(f"slurmflow: hydra.launcher.{key}={value}: choose one of {', '.join(choices)}")
+
+
 def launch(launcher: SlurmflowLauncher, jobs: list[list[str]], first_num: int) -> Sequence[JobReturn]:
     config, p = launcher.config, launcher.params
     assert config is not None
+    check_choices(p)
+    name = hydra_launch.stage_name(str(config.hydra.job.name))
     try:
         return _launch(launcher, config, p, jobs, first_num)
     except SlurmflowError as exc:
-        # Hydra prints the exception; one line, naming what is wrong (nothing was submitted
-        # where the error came before submission: the run directory says what was).
-        raise RuntimeError(f"slurmflow: {exc}") from None
+        # One line naming what is wrong; nothing was submitted where the error came before
+        # submission (the run directory, when one was written, says what was).
+        raise LaunchError(f"slurmflow: {in_launcher_terms(str(exc), name)}") from None
+    except OSError as exc:  # a runs_dir that cannot be made, a config file gone
+        raise LaunchError(f"slurmflow: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
 
 
 def _launch(
@@ -244,7 +313,7 @@ def _launch(
     if not p.get("wait"):
         out = []
         for (node, i), overrides in zip(tasks, jobs, strict=True):
-            ret = JobReturn(overrides=overrides, task_name=name, status=JobStatus.COMPLETED)
+            ret = JobReturn(overrides=overrides, task_name=str(config.hydra.job.name), status=JobStatus.COMPLETED)
             ret.return_value = Submitted(
                 store.run_id, str(store.root), first_num + node.offset + i, f"{ids[node.key]}_{i}"
             )
@@ -272,8 +341,12 @@ def wait(
     for trial in store.trials():
         path = store.trial_dir(trial) / hydra_launch.RETURN_FILE
         if path.exists():
-            ret = pickle.loads(path.read_bytes())  # noqa: S301 (written by the run's own jobs)
-            out.append(ret)
+            try:
+                out.append(pickle.loads(path.read_bytes()))  # noqa: S301 (written by the run's own jobs)
+            except Exception as exc:  # e.g. an exception class that cannot be rebuilt here
+                ret = JobReturn(overrides=list(trial.overrides), task_name=name, status=JobStatus.FAILED)
+                ret.return_value = RuntimeError(f"job {trial.index}: its result could not be read back: {exc!r}")
+                out.append(ret)
             continue
         row = ended.get(trial.index)
         how = f"{row.state.name} in Slurm (job {row.job_id}, exit {row.exit})" if row else "without a trace in Slurm"

@@ -33,6 +33,9 @@ class SlurmflowLauncherConf:
     constraint: Optional[str] = None
     exclude: Optional[str] = None
     gres: Optional[str] = None
+    cpus_per_gpu: Optional[int] = None
+    mem_per_gpu: Optional[str] = None
+    srun_args: Optional[List[str]] = None
     array_parallelism: int = 256
     signal_delay_s: int = 120
     max_num_timeout: int = 0

@@ -33,9 +33,10 @@ class SlurmflowLauncher(Launcher):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
-        if self.params.get("validate", "groups") != "full":
-            from hydra_plugins.slurmflow_launcher import _launch
+        from hydra_plugins.slurmflow_launcher import _launch
 
+        _launch.check_choices(self.params)
+        if self.params.get("validate") != "full":
             _launch.quick_validation(hydra_context.config_loader)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:

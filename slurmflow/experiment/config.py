@@ -203,7 +203,7 @@ def _missing_key(exc: BaseException, keys: Sequence[str]) -> str | None:
     return None
 
 
-def _sweep_block(block: object, cli_keys: set[str]) -> list[Override]:
+def _sweep_block(block: object) -> list[Override]:
     """The config's `sweep:` block as overrides. A list value is a list of values, each one value
     whatever it contains; a string value is Hydra's sweep syntax (`1e-3,3e-4`, `range(0,3)`)."""
     if block is None:
@@ -212,8 +212,6 @@ def _sweep_block(block: object, cli_keys: set[str]) -> list[Override]:
         raise UsageError("sweep: expected a mapping of key: values (e.g. model.lr: [1e-3, 3e-4])")
     lines = []
     for key, value in block.items():
-        if key in cli_keys:
-            continue
         if isinstance(value, list):
             if not value:
                 raise UsageError(f"sweep.{key}: an empty list yields no trials; give at least one value")
@@ -256,8 +254,6 @@ def _hydra_settings(cfg: DictConfig, config_dir: Path) -> tuple[HydraSettings, A
     and `hydra.sweeper.params` (Hydra's own place for a sweep)."""
     node = cfg.hydra
     multirun = OmegaConf.to_yaml(cfg, resolve=False)
-    with open_dict(cfg):
-        del cfg["hydra"]
     raw = OmegaConf.to_container(node, resolve=False)
     assert isinstance(raw, dict)
     sweep = raw.get("sweep") or {}
@@ -270,33 +266,46 @@ def _hydra_settings(cfg: DictConfig, config_dir: Path) -> tuple[HydraSettings, A
     sweep_dir = sweep.get("dir")
     placed = None
     if sweep_dir not in (None, HYDRA_SWEEP_DIR):
-        try:
-            placed = str(OmegaConf.select(node, "sweep.dir"))
-        except OmegaConfBaseException as exc:
+        from hydra.core.hydra_config import HydraConfig
+
+        before = HydraConfig.instance().cfg
+        try:  # as Hydra resolves it: ${now:...}, ${hydra.job.name}, ${hydra:job.name}
+            HydraConfig.instance().set_config(cfg)
+            placed = str(OmegaConf.select(cfg, "hydra.sweep.dir"))
+        except (HydraException, OmegaConfBaseException) as exc:
             raise UsageError(f"hydra.sweep.dir: cannot resolve {sweep_dir!r}: {_one_line(exc)}") from None
+        finally:
+            HydraConfig.instance().cfg = before
     chdir = (raw.get("job") or {}).get("chdir")
     if chdir not in (None, True, False):
         raise UsageError(f"hydra.job.chdir: {chdir!r} is not true or false")
-    params = (raw.get("sweeper") or {}).get("params")
-    return HydraSettings(sweep_dir=placed, chdir=bool(chdir), multirun_yaml=multirun), params
-
-
-def _merged_sweeps(block: object, params: object) -> object:
-    """The `sweep:` block and `hydra.sweeper.params` as one block; a key in both is refused."""
-    if params is None:
-        return block
-    if not isinstance(params, dict):
+    params = OmegaConf.select(node, "sweeper.params", default=None)
+    if params is not None and not isinstance(params, DictConfig):
         raise UsageError("hydra.sweeper.params: expected a mapping of key: values (e.g. model.lr: 0.1,0.01)")
-    if block is None:
-        return params
-    if not isinstance(block, dict):
-        return block  # refused by _sweep_block with its own line
-    both = sorted(set(block) & set(params))
+    # As Hydra's BasicSweeper reads them: each `key: value` is the override text key=value.
+    lines = [f"{k!s}={v}" for k, v in params.items()] if params is not None else []
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return HydraSettings(sweep_dir=placed, chdir=bool(chdir), multirun_yaml=multirun), parse_overrides(lines)
+
+
+def _sweeps(block: list[Override], params: list[Override], cli: list[Override]) -> list[Override]:
+    """The sweeps in Hydra's order: the config's (its `sweep:` block, then hydra.sweeper.params),
+    each replaced in its place by the command line's override of the same key (a fixed value
+    there ends its sweep), then the command line's other sweeps. A key in both the block and
+    the params is refused."""
+    both = sorted({o.key_or_group for o in block} & {o.key_or_group for o in params})
     if both:
         raise UsageError(
             f"sweep.{both[0]} and hydra.sweeper.params.{both[0]}: the key is swept in both places; keep one"
         )
-    return {**block, **params}
+    given = {o.key_or_group: o for o in cli}
+    out: list[Override] = []
+    for o in [*block, *params]:
+        o = given.pop(o.key_or_group, o)
+        if o.is_sweep_override() or o not in cli:
+            out.append(o)
+    return out + [o for o in given.values() if o.is_sweep_override()]
 
 
 def load(config_dir: Path, config_name: str, overrides: Sequence[str]) -> Experiment:
@@ -314,9 +323,7 @@ def load(config_dir: Path, config_name: str, overrides: Sequence[str]) -> Experi
     # The config's own sweeps (its sweep: block and hydra.sweeper.params), then the command line:
     # a key given on the command line (swept or fixed) replaces the config's sweep of that key,
     # as in Hydra's --multirun.
-    cli_keys = {o.key_or_group for o in parsed}
-    block = _merged_sweeps(raw.get("sweep"), params)
-    sweeps = _sweep_block(block, cli_keys) + [o for o in parsed if o.is_sweep_override()]
+    sweeps = _sweeps(_sweep_block(raw.get("sweep")), params, parsed)
     axes = tuple(_axis(o, config_dir) for o in sweeps)
 
     stages_raw = raw.get("stages")
@@ -338,25 +345,34 @@ def load(config_dir: Path, config_name: str, overrides: Sequence[str]) -> Experi
 
 
 # Resolvers whose values exist only in the job: at plan time each gives its default, or this.
-JOB_TIME_RESOLVERS = ("oc.env", "hydra")
+JOB_TIME_RESOLVERS = ("oc.env",)
 JOB_TIME_PLACEHOLDER = "0"
 
 
 @contextlib.contextmanager
 def job_time_resolvers() -> Iterator[None]:
-    """While planning, `${oc.env:...}` and `${hydra:...}` are left for the job: they resolve to
-    their default (or a placeholder), never to the launching shell's environment, so that
-    `hydra.run.dir=${oc.env:SLURMFLOW_TRIAL_DIR}` plans and the job gets its own value."""
+    """While planning, `${oc.env:...}` is left for the job: it resolves to its default (or a
+    placeholder), never to the launching shell's environment, so that
+    `hydra.run.dir=${oc.env:SLURMFLOW_TRIAL_DIR}` plans and the job gets its own value.
+    `${hydra:...}` exists only inside a Hydra app: a stage command using it is refused here
+    (an app stage's overrides pass it to the app as written)."""
     from omegaconf.basecontainer import BaseContainer
 
-    saved = {name: BaseContainer._resolvers.get(name) for name in JOB_TIME_RESOLVERS}
+    saved = {name: BaseContainer._resolvers.get(name) for name in (*JOB_TIME_RESOLVERS, "hydra")}
 
     def later(*args: Any) -> Any:
         return args[1] if len(args) > 1 and args[1] is not None else JOB_TIME_PLACEHOLDER
 
+    def app_only(*args: Any) -> Any:
+        raise ValueError(
+            "${hydra:...} is known only to a Hydra app: pass it in an app stage's overrides, "
+            "or use the job's $SLURMFLOW_* variables"
+        )
+
     try:
         for name in JOB_TIME_RESOLVERS:
             OmegaConf.register_new_resolver(name, later, replace=True, use_cache=False)
+        OmegaConf.register_new_resolver("hydra", app_only, replace=True, use_cache=False)
         yield
     finally:
         for name, resolver in saved.items():

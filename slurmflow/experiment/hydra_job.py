@@ -31,7 +31,12 @@ def use_snapshot(loader: Any, snapshot: Path) -> None:
     from hydra._internal.config_repository import ConfigRepository
 
     for element in loader.config_search_path.get_path():
-        if element.provider == "main" and element.path.startswith("file://"):
+        # A file source: `file:///abs` or a plain path (what @hydra.main(config_path=...) records).
+        if (
+            element.provider == "main"
+            and element.path
+            and ("://" not in element.path or element.path.startswith("file://"))
+        ):
             element.path = f"file://{snapshot}"
     loader.repository = ConfigRepository(config_search_path=loader.config_search_path)
 
@@ -55,10 +60,10 @@ def run(run_dir: Path, index: int, overrides: list[str], trial_dir: Path) -> int
         sys.path.insert(0, info["app_dir"])  # the app's module and those beside it, as when it runs
     state = pickle.loads((run_dir / STATE_FILE).read_bytes())  # noqa: S301 (the run's own file, mode 0600)
     hydra_context, task_function, config = state["hydra_context"], state["task_function"], state["config"]
+    setup_globals()
+    Singleton.set_state(state["singletons"])  # the config sources registered, the job's name
     if info.get("snapshot"):
         use_snapshot(hydra_context.config_loader, run_dir / "config")
-    setup_globals()
-    Singleton.set_state(state["singletons"])
     sweep_config = hydra_context.config_loader.load_sweep_config(config, overrides)
     with open_dict(sweep_config.hydra.job):
         sweep_config.hydra.job.id = job_id()
@@ -75,8 +80,9 @@ def run(run_dir: Path, index: int, overrides: list[str], trial_dir: Path) -> int
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         data = cloudpickle.dumps(ret)
-    except Exception as exc:  # a return value that cannot be pickled: its repr goes back instead
-        ret.return_value = f"<not picklable: {type(exc).__name__}: {exc}> {ret._return_value!r}"[:2000]
+    except Exception as exc:  # a value (or exception) that cannot be pickled: its repr goes back instead
+        said = f"{ret._return_value!r} (not picklable: {type(exc).__name__}: {exc})"[:2000]
+        ret.return_value = said if ret.status == JobStatus.COMPLETED else RuntimeError(said)
         data = cloudpickle.dumps(ret)
     write_atomic(out, data)
     if ret.status != JobStatus.COMPLETED:

@@ -26,6 +26,7 @@ This module imports no Hydra: it is what runs on compute nodes ten thousand time
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ from omegaconf.errors import GrammarParseError, InterpolationKeyError, OmegaConf
 from omegaconf.grammar_visitor import OmegaConfGrammarLexer, OmegaConfGrammarParser  # type: ignore[attr-defined]
 
 from slurmflow.errors import UsageError
+from slurmflow.fsio import write_atomic
 
 # [(key, [value, ...]), ...] in sweep order; JSON values as Hydra's grammar parsed them.
 AxisValues = Sequence[tuple[str, Sequence[Any]]]
@@ -113,17 +115,23 @@ def hydra_value(value: Any, *, literal: bool = False) -> str:
         return "true" if value else "false"
     if value is None:
         return "null"
+    if isinstance(value, float) and (math.isinf(value) or math.isnan(value)):
+        return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"  # Hydra's spelling
     if isinstance(value, (int, float)):
         return json.dumps(value)
     if isinstance(value, list):
         return "[" + ",".join(hydra_value(v, literal=literal) for v in value) + "]"
     if isinstance(value, dict):
+        bad = next((k for k in value if not isinstance(k, str) or not _DICT_KEY.fullmatch(k)), None)
+        if bad is not None:
+            raise UsageError(f"the mapping key {bad!r} cannot be written in Hydra's override grammar: rename it")
         return "{" + ",".join(f"{k}:{hydra_value(v, literal=literal)}" for k, v in value.items()) + "}"
     raise UsageError(f"sweep value {value!r}: not a YAML scalar, list or mapping")
 
 
 # ---- a Hydra app as a stage ---------------------------------------------------------------------
 
+_DICT_KEY = re.compile(r"[A-Za-z_][\w-]*", re.ASCII)
 _JOB_TIME = re.compile(r"\$\{\s*(oc\.env|hydra)\s*:")
 _OVERRIDE_KEY = re.compile(r"[+~]{0,2}[\w.@/-]+", re.ASCII)
 
@@ -206,10 +214,10 @@ def write_hydra_dir(where: Path, cfg: DictConfig, overrides: Sequence[str]) -> N
     data = OmegaConf.to_container(cfg, resolve=False)
     assert isinstance(data, dict)
     data.pop("sweep", None)
-    (where / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(data)))
+    write_atomic(where / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(data)))
     # Hydra keeps overrides of its own config (hydra.*, hydra/...) out of overrides.yaml.
     task = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
-    (where / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(task)))
+    write_atomic(where / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(task)))
 
 
 def stage_argv(command: str | None, argv: Sequence[str] | None, cfg: DictConfig) -> list[str]:

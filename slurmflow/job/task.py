@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from slurmflow.errors import SlurmflowError, UsageError
 from slurmflow.experiment import trialcfg
-from slurmflow.fsio import write_json_atomic
+from slurmflow.fsio import write_atomic, write_json_atomic
 from slurmflow.model import Plan, Stage
 from slurmflow.rundir.events import GpuIdle
 from slurmflow.rundir.store import RunStore
@@ -121,7 +121,7 @@ def prepare(
     else:
         cfg = _trial_config(store, launch, index, overrides)
         with job_environ(env):  # ${oc.env:SLURMFLOW_TRIAL_DIR} and the like resolve as in the job
-            cfg_path.write_text(trialcfg.resolved_yaml(cfg))
+            write_atomic(cfg_path, trialcfg.resolved_yaml(cfg))  # 0600: it may hold ${oc.env:...} values
             if node.array:
                 trialcfg.write_hydra_dir(workdir / ".hydra", cfg, overrides)
     # hydra.job.chdir: true in the experiment: each trial's tasks run in its trial directory.
@@ -320,7 +320,13 @@ def _stage_argv(p: Prepared) -> list[str]:
             if stage.app is not None:
                 # The app's own output directory (`.hydra/` and all it writes): <trial dir>/<stage>.
                 output = str(Path(p.env["SLURMFLOW_WORKDIR"]) / stage.name)
-                return trialcfg.app_argv(stage.app, stage.app_overrides, p.cfg, output, sys.executable)
+                launch_dir = p.store.read_json("launch.json")["cwd"]
+                app = stage.app
+                if app.endswith(".py") or "/" in app:  # from the launch directory, wherever the task runs
+                    app = os.path.join(launch_dir, app)
+                else:  # a module: importable from the launch directory, as at plan time
+                    p.env["PYTHONPATH"] = os.pathsep.join(filter(None, [launch_dir, p.env.get("PYTHONPATH")]))
+                return trialcfg.app_argv(app, stage.app_overrides, p.cfg, output, sys.executable)
             return trialcfg.stage_argv(stage.command, stage.argv, p.cfg)
     except UsageError as exc:
         raise UsageError(f"stages.{stage.name}.{field}: {exc}") from exc

@@ -77,6 +77,11 @@ def test_a_sweep_through_the_plugin_returns_and_each_job_writes_its_own_hydra_di
     assert [t["overrides"] for t in trials] == [[f"lr={lr}", f"seed={s}"] for lr in ("0.1", "0.01") for s in range(3)]
     (sweep_dir,) = (project / "multirun").glob("*/*")
     assert (sweep_dir / "multirun.yaml").is_file()
+    # The jobs composed from the run's snapshot of the app's config directory.
+    assert json.loads((run_dir / "launch.json").read_text())["hydra_app"]["snapshot"]
+    assert (run_dir / "config" / "config.yaml").read_text() == (
+        project / "jobs" / "hydra_app" / "conf" / "config.yaml"
+    ).read_text()
     for t in trials:
         job = sweep_dir / str(t["index"])  # Hydra's own layout: hydra.sweep.dir/hydra.sweep.subdir
         assert yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) == t["overrides"]
@@ -218,3 +223,16 @@ def test_hydra_job_chdir_and_sweep_dir_are_honoured_in_an_experiment(project: Pa
         ]
     again = run(project, SLURMFLOW, "launch", "experiment=where", f"hydra.sweep.dir={place}", "--backend", "local")
     assert again.returncode == 2 and f"hydra.sweep.dir: {place} exists already" in again.stderr
+
+
+def test_an_app_stage_runs_from_its_trial_directory_under_hydra_job_chdir(project: Path) -> None:
+    (project / "configs" / "experiment" / "app_chdir.yaml").write_text(
+        "# @package _global_\nname: app_chdir\nlr: 0.1\nhydra:\n  job:\n    chdir: true\n"
+        "stages:\n  train:\n    per_trial: true\n    app: jobs/hydra_app/train.py\n    overrides: ['lr=${lr}']\n"
+    )
+    done = run(project, SLURMFLOW, "launch", "experiment=app_chdir", "lr=0.1,0.2", "--backend", "local", "--json")
+    assert done.returncode == 0, done.stderr
+    run_dir = Path(json.loads(done.stdout)["run_dir"])
+    assert [(s["stage"], s["counts"]) for s in status(run_dir)["stages"]] == [("train", {"COMPLETED": 2})]
+    for n, lr in ((0, 0.1), (1, 0.2)):  # the app found from the launch directory, run in the trial's
+        assert json.loads((run_dir / "trials" / str(n) / "train" / "result.json").read_text())["lr"] == lr

@@ -212,3 +212,81 @@ def test_the_launchers_parameters_keep_the_submitit_launchers_meanings() -> None
         _launch.stage("app", {"nodes": 2})
     with pytest.raises(UsageError, match=r"^hydra.launcher.additional_parameters: --job-name is set by slurmflow"):
         _launch.stage("app", {"additional_parameters": {"job_name": "x"}})
+
+
+def test_hydra_sweeper_params_read_as_hydra_reads_them(cfgdir: Path) -> None:
+    write(
+        cfgdir,
+        "lr: 0.1\nseed: 0\nlayers: [1]\nhydra:\n  sweeper:\n    params:\n      lr: 0.1,0.2\n      seed: range(2)\n"
+        "      layers: '[4, 8]'\n" + STAGES,
+    )
+    exp = config.load(cfgdir, "config", ["experiment=h"])
+    # layers: one list value, as Hydra's BasicSweeper writes key=value; 4 trials, not 8.
+    assert [(a.key, a.values) for a in exp.axes] == [
+        ("lr", ("0.1", "0.2")),
+        ("seed", ("0", "1")),
+        ("layers", ("[4,8]",)),
+    ]
+    # A key given on the command line keeps its place (trial N is Hydra's job N); a fixed value ends its sweep.
+    exp = config.load(cfgdir, "config", ["experiment=h", "lr=1,2,3", "seed=5", "+extra=a,b"])
+    assert [(a.key, a.values) for a in exp.axes] == [
+        ("lr", ("1", "2", "3")),
+        ("layers", ("[4,8]",)),
+        ("extra", ("a", "b")),
+    ]
+
+
+def test_hydra_interpolations_in_a_stage_command_are_refused_at_plan_time(cfgdir: Path) -> None:
+    write(cfgdir, "lr: 0.1\nseed: 0\nstages:\n  train:\n    per_trial: true\n    argv: [echo, '${hydra:job.name}']\n")
+    exp = config.load(cfgdir, "config", ["experiment=h"])
+    with pytest.raises(
+        UsageError, match=r"^stages.train.argv: cannot resolve \$\{hydra:job.name\}: .*known only to a Hydra app"
+    ):
+        config.validate_trials(exp, sweep.representatives(exp.axes))
+    # In an app stage's overrides it reaches the app's Hydra as written.
+    write(cfgdir, "lr: 0.1\nseed: 0\nstages:\n  t:\n    app: a.py\n    overrides: ['+tag=${hydra:job.name}']\n")
+    exp = config.load(cfgdir, "config", ["experiment=h"])
+    config.validate_trials(exp, sweep.representatives(exp.axes))
+
+
+def test_a_job_composes_from_the_runs_snapshot_not_the_live_config(tmp_path: Path) -> None:
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.types import RunMode
+
+    from slurmflow.experiment import hydra_job
+
+    live, snap = tmp_path / "conf", tmp_path / "snapshot"
+    for d, epochs in ((live, 99), (snap, 3)):
+        d.mkdir()
+        (d / "config.yaml").write_text(f"epochs: {epochs}\n")
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(live)))
+    assert loader.load_configuration("config", [], RunMode.RUN).epochs == 99
+    hydra_job.use_snapshot(loader, snap)
+    assert loader.load_configuration("config", [], RunMode.RUN).epochs == 3
+
+
+def test_launcher_parameters_slurmflow_cannot_honour_are_refused_naming_them() -> None:
+    from hydra_plugins.slurmflow_launcher import _launch
+
+    assert _launch.stage("app", {"gres": "gpu:2"}).resources.gpus == 2
+    for params, needle in (
+        ({"gres": "gpu:a100:1"}, "hydra.launcher.gres=gpu:a100:1: only gpu:N is understood"),
+        ({"gres": "gpu:2", "gpus_per_node": 1}, "hydra.launcher.gres=gpu:2 and gpus_per_node=1 disagree"),
+        ({"comment": "hi"}, "hydra.launcher.comment: slurmflow keeps a job's comment"),
+        ({"srun_args": ["-v"]}, "hydra.launcher.srun_args: a Hydra job runs as one task"),
+        ({"timeout_min": "soon"}, "hydra.launcher.timeout_min: 'soon' is not a whole number"),
+        ({"mem_gb": -1}, "hydra.launcher.mem_gb: -1 is not a whole number"),
+    ):
+        with pytest.raises(UsageError) as err:
+            _launch.stage("app", params)
+        assert needle in str(err.value), str(err.value)
+    for params, needle in (
+        ({"backend": "lcoal"}, "hydra.launcher.backend=lcoal: choose one of auto, slurm, local"),
+        ({"validate": "some"}, "hydra.launcher.validate=some: choose one of groups, full"),
+    ):
+        with pytest.raises(_launch.LaunchError, match=needle):
+            _launch.check_choices(params)
+    assert _launch.in_launcher_terms("stages.app.resources.gpus: 9 GPUs; try --local-gpus", "app") == (
+        "hydra.launcher.gpus_per_node: 9 GPUs; try hydra.launcher.local_gpus"
+    )
