@@ -122,13 +122,13 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
             "tasks": prep.plan.tasks(),
             "axes": {a.key: list(a.values) for a in prep.experiment.axes},
         }
-        if getattr(args, "trials", None) is not None:
-            doc["trials"] = [{"trial": t.index, "overrides": list(t.overrides)} for t in _trials(prep, args.trials)]
+        if getattr(args, "trials", False):
+            doc["trials"] = [{"trial": t.index, "overrides": list(t.overrides)} for t in _trials(prep, 0)]
         print(json.dumps(doc, indent=2))
         return 0
     console.print(views.plan_tree(prep))
-    if getattr(args, "trials", None) is not None:
-        console.print(views.trials_table(_trials(prep, args.trials), prep.plan.n_trials))
+    if getattr(args, "trials", False):
+        console.print(views.trials_table(_trials(prep, 50), prep.plan.n_trials))
     if getattr(args, "scripts", False):
         for node in prep.plan.nodes:
             console.rule(node.key)

@@ -111,13 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--scripts", action="store_true", help="also print each submission's sbatch line and script")
     plan.add_argument(
         "--trials",
-        type=cliargs.whole(0),
-        nargs="?",
-        const=50,
-        default=None,
-        metavar="N",
-        help="also list the first N trials (default 50; 0: all) with their overrides, by the trial number "
-        "status, logs and gpu use",
+        action="store_true",
+        help="also list the trials by number (status, logs and gpu use it) with their overrides: "
+        "the first 50 here, all of them with --json",
     )
     plan.set_defaults(func=commands.cmd_plan)
 

@@ -236,3 +236,17 @@ def test_an_app_stage_runs_from_its_trial_directory_under_hydra_job_chdir(projec
     assert [(s["stage"], s["counts"]) for s in status(run_dir)["stages"]] == [("train", {"COMPLETED": 2})]
     for n, lr in ((0, 0.1), (1, 0.2)):  # the app found from the launch directory, run in the trial's
         assert json.loads((run_dir / "trials" / str(n) / "train" / "result.json").read_text())["lr"] == lr
+
+
+def test_plan_lists_the_trials_by_number_with_their_overrides(project: Path) -> None:
+    done = run(project, SLURMFLOW, "plan", "--trials", "-m", "experiment=hydra_app", "--backend", "local")
+    assert done.returncode == 0, done.stderr
+    rows = re.findall(r"│\s+(\d+) │ (lr=\S+ seed=\d)", done.stdout)
+    assert rows == [
+        (str(i), f"lr={lr} seed={s}")
+        for i, (lr, s) in enumerate((lr, s) for lr in ("0.1", "0.03", "0.01") for s in (0, 1))
+    ]
+    doc = json.loads(
+        run(project, SLURMFLOW, "plan", "experiment=hydra_app", "--trials", "--json", "--backend", "local").stdout
+    )
+    assert doc["trials"][5] == {"trial": 5, "overrides": ["lr=0.01", "seed=1"]}
