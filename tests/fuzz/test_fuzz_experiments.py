@@ -164,4 +164,4 @@ def test_launch_submits_everything_or_nothing(case: Case) -> None:
         trials = [json.loads(line) for line in (run_dir / "trials.jsonl").read_text().splitlines()]
         ids = [t["id"] for t in trials]
         assert len(trials) == plan["n_trials"], f"[{case.what}] {len(trials)} trials recorded"
-        assert len(set(ids)) == len(ids), f"[{case.what}] two trials share an id (their directories collide): {ids}"
+        assert len(set(ids)) == len(ids), f"[{case.what}] two trials share an id (the same overrides twice): {ids}"

@@ -47,4 +47,6 @@ def test_hostile_values_in_a_shell_line_reach_the_job_exactly(mini_cluster: str,
         assert (d / "word.txt").read_text() == SWEPT[trial["index"]]
         assert (d / "evil.txt").read_text() == EVIL
         assert (d / "task.txt").read_text() == f"task {trial['index']}\n"
-    assert sorted(p.name for p in (run_dir / "trials").iterdir()) == sorted(t["id"] for t in manifest)  # no markers
+    assert sorted(p.name for p in (run_dir / "trials").iterdir()) == sorted(
+        str(t["index"]) for t in manifest
+    )  # no markers
