@@ -25,8 +25,9 @@ from slurmflow.model import Plan, Stage, Trial
 from slurmflow.planning import planner
 from slurmflow.planning.limits import size_refusal
 from slurmflow.run import schedulers
-from slurmflow.run.launch import Prepared, check_runs_dir, new_run_id, provenance, submit_run
+from slurmflow.run.launch import check_runs_dir, new_run_id, provenance, submit_run
 from slurmflow.rundir.store import RunStore, plan_to_dict
+from slurmflow.slurm.types import ClusterInfo
 
 # In the run directory: the app's Hydra state (task function, config loader, the sweep's config),
 # pickled once per launch (STATE_FILE); each job unpickles it and composes its own config, and
@@ -58,7 +59,7 @@ def stage_name(job_name: str) -> str:
     return name
 
 
-def plan(app: AppLaunch, chosen: schedulers.Chosen, *, max_array_size: int | None = None) -> Prepared:
+def plan(app: AppLaunch, chosen: schedulers.Chosen, *, max_array_size: int | None = None) -> tuple[Plan, ClusterInfo]:
     """The one-stage plan of a batch, refused (UsageError) before anything is written where the
     cluster could not take it."""
     if not app.jobs:
@@ -68,7 +69,7 @@ def plan(app: AppLaunch, chosen: schedulers.Chosen, *, max_array_size: int | Non
     refusal = size_refusal(p.tasks(), max_job_count=cluster.max_job_count, max_tasks=None)
     if refusal:
         raise UsageError(refusal)
-    return Prepared(None, p, cluster)  # type: ignore[arg-type]  # no experiment: the app is the config
+    return p, cluster
 
 
 def trials(app: AppLaunch) -> list[Trial]:
@@ -77,7 +78,8 @@ def trials(app: AppLaunch) -> list[Trial]:
 
 def write_run(
     app: AppLaunch,
-    prep: Prepared,
+    plan: Plan,
+    cluster: ClusterInfo,
     runs_dir: Path,
     *,
     cwd: Path,
@@ -112,8 +114,8 @@ def write_run(
     )
     store.write_bytes(STATE_FILE, app.state)
     store.write_manifest(trials(app))
-    store.write_json("plan.json", plan_to_dict(prep.plan))
-    store.write_json("provenance.json", provenance(prep.cluster, cwd, argv, now))
+    store.write_json("plan.json", plan_to_dict(plan))
+    store.write_json("provenance.json", provenance(cluster, cwd, argv, now))
     return store
 
 
@@ -133,8 +135,8 @@ def launch(
         raise UsageError(
             "hydra.launcher.hold=true needs Slurm: the local backend runs jobs as soon as they are submitted"
         )
-    prep = plan(app, chosen, max_array_size=max_array_size)
-    store = write_run(app, prep, runs_dir, cwd=cwd, argv=argv)
+    planned, cluster = plan(app, chosen, max_array_size=max_array_size)
+    store = write_run(app, planned, cluster, runs_dir, cwd=cwd, argv=argv)
     schedulers.record(store, chosen, via)
     backend = chosen.backend if chosen.local is None else schedulers.local_run(store, chosen.local)
-    return store, prep.plan, submit_run(store, backend, hold=hold)
+    return store, planned, submit_run(store, backend, hold=hold)
