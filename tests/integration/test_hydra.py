@@ -68,7 +68,6 @@ def submitted(run_dir: Path) -> list[str]:
     return ids
 
 
-@pytest.mark.smoke
 def test_the_plugin_submits_and_returns_before_any_task_runs(mini_cluster: str, workdir: Path) -> None:
     run_dir = plugin_run(
         mini_cluster, workdir, "jobs/hydra_app/train.py", "hold=true", "timeout_min=5", "mem_gb=1", *SWEEP
@@ -100,6 +99,10 @@ def test_the_plugin_submits_and_returns_before_any_task_runs(mini_cluster: str, 
         assert [f"lr={result['lr']}", f"seed={result['seed']}"] == t["overrides"]
 
 
+# The smoke test of the matrix goes through Hydra's API, not an app's command line: on Slurm
+# 26.05's image (Python 3.14) every released Hydra's @hydra.main fails in argparse before any
+# launcher is reached (facebookresearch/hydra#3121); the launcher itself works there.
+@pytest.mark.smoke
 def test_wait_true_returns_the_apps_values(mini_cluster: str, workdir: Path) -> None:
     driver = workdir / "jobs" / "hydra_app" / "multirun_driver.py"
     driver.write_text((Path(__file__).resolve().parents[1] / "fixtures" / "hydra_multirun.py").read_text())
