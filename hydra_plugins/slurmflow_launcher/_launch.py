@@ -97,14 +97,9 @@ def stage(name: str, p: dict[str, Any], python: str = "python") -> Stage:
         "time": _whole(p, "timeout_min", 60),
         "extra": extra,
     }
-    for key, field in (
-        ("partition", "partition"),
-        ("qos", "qos"),
-        ("account", "account"),
-        ("constraint", "constraint"),
-    ):
+    for key in ("partition", "qos", "account", "constraint"):  # the same names as a stage's resources
         if p.get(key):
-            resources[field] = str(p[key])
+            resources[key] = str(p[key])
     if _whole(p, "cpus_per_task"):
         resources["cpus"] = _whole(p, "cpus_per_task")
     if _whole(p, "mem_gb"):

@@ -27,10 +27,10 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from slurmflow.errors import UsageError
-from slurmflow.experiment import trialcfg
+from slurmflow.experiment import appargs, trialcfg
+from slurmflow.experiment.appargs import hydra_value
 from slurmflow.experiment.stages import NAME, parse_stage
 from slurmflow.experiment.sweep import Axis
-from slurmflow.experiment.trialcfg import hydra_value
 from slurmflow.model import Stage
 
 __all__ = ["Experiment", "load", "parse_overrides", "parse_stage", "to_yaml", "trial_config", "validate_trials"]
@@ -407,7 +407,7 @@ def _validate_trials(exp: Experiment, representatives: Sequence[Sequence[str]]) 
                     raise UsageError(f"stages.{stage.name}.{field}: {exc}") from None
             elif stage.app is not None:
                 try:
-                    trialcfg.app_argv(stage.app, stage.app_overrides, cfg, "/", "python")
+                    appargs.app_argv(stage.app, stage.app_overrides, cfg, "/", "python")
                 except UsageError as exc:
                     raise UsageError(f"stages.{stage.name}.overrides: {exc}") from None
 

@@ -26,7 +26,6 @@ This module imports no Hydra: it is what runs on compute nodes ten thousand time
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 from collections.abc import Sequence
@@ -100,76 +99,6 @@ def build_from(base: DictConfig, values: Sequence[tuple[str, Any]]) -> DictConfi
     return cfg
 
 
-def hydra_value(value: Any, *, literal: bool = False) -> str:
-    """A YAML value as Hydra override text that parses back to exactly that value: strings are
-    quoted, so 'a,b' stays one value and 'c d' keeps its space. `literal`: a ${ in a string is
-    text, never an interpolation of the config it lands in (a value slurmflow puts in an app's
-    command line is data)."""
-    if isinstance(value, str):
-        if literal:  # OmegaConf's escape: \${ is a literal ${, and backslashes before it double
-            value = re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", value)
-        # Hydra's quoted strings: a backslash escapes only a quote or the backslashes before one.
-        body = re.sub(r"(\\*)('|\Z)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
-        return f"'{body}'"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, float) and (math.isinf(value) or math.isnan(value)):
-        return "nan" if math.isnan(value) else "inf" if value > 0 else "-inf"  # Hydra's spelling
-    if isinstance(value, (int, float)):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ",".join(hydra_value(v, literal=literal) for v in value) + "]"
-    if isinstance(value, dict):
-        bad = next((k for k in value if not isinstance(k, str) or not _DICT_KEY.fullmatch(k)), None)
-        if bad is not None:
-            raise UsageError(f"the mapping key {bad!r} cannot be written in Hydra's override grammar: rename it")
-        return "{" + ",".join(f"{k}:{hydra_value(v, literal=literal)}" for k, v in value.items()) + "}"
-    raise UsageError(f"sweep value {value!r}: not a YAML scalar, list or mapping")
-
-
-# ---- a Hydra app as a stage ---------------------------------------------------------------------
-
-_DICT_KEY = re.compile(r"[A-Za-z_][\w-]*", re.ASCII)
-_JOB_TIME = re.compile(r"\$\{\s*(oc\.env|hydra)\s*:")
-_OVERRIDE_KEY = re.compile(r"[+~]{0,2}[\w.@/-]+", re.ASCII)
-
-
-def app_argv(app: str, overrides: Sequence[str], cfg: DictConfig, output_dir: str, python: str) -> list[str]:
-    """A Hydra app (a script, or a module run with -m) with the stage's overrides, each value
-    resolved against the trial's config and given to the app's Hydra as exactly that value, and
-    its output directory set (`hydra.run.dir`). Overrides whose value is only job-time
-    interpolations (`${oc.env:...}`, `${hydra:...}`) reach the app's Hydra as written."""
-    head = [python, app] if app.endswith(".py") or "/" in app else [python, "-m", app]
-    words = [app_override(o, cfg) for o in overrides]
-    return [*head, *words, f"hydra.run.dir={hydra_value(output_dir, literal=True)}"]
-
-
-def app_override(override: str, cfg: DictConfig) -> str:
-    key, eq, value = override.partition("=")
-    if not eq or "${" not in value:
-        return override
-    if not _OVERRIDE_KEY.fullmatch(key):
-        raise UsageError(f"override {override!r}: {key!r} is not a config key of the app")
-    pieces = _pieces(value)
-    if all(_JOB_TIME.match(text) for inter, text in pieces if inter):
-        return override  # the app's Hydra resolves these, in the job
-    if len(pieces) == 1 and pieces[0][0]:  # key=${x}: x's value, its type kept (0.1 stays a float)
-        return f"{key}={hydra_value(_typed(pieces[0][1], cfg), literal=True)}"
-    text = "".join(_resolve(t, cfg, bash=False) if inter else t for inter, t in pieces)
-    return f"{key}={hydra_value(text, literal=True)}"
-
-
-def _typed(source: str, cfg: DictConfig) -> Any:
-    holder = OmegaConf.create({"v": source}, parent=cfg)
-    try:
-        value = holder["v"]
-    except OmegaConfBaseException as exc:
-        raise UsageError(f"cannot resolve {source}: {_first_line(exc)}") from exc
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-
 # ---- a stage's command ------------------------------------------------------------------------
 
 # Put before every command line. bash outlives the command it is running on each signal the task
@@ -204,7 +133,7 @@ def resolved_yaml(cfg: DictConfig) -> str:
         data.pop("sweep", None)
         return OmegaConf.to_yaml(OmegaConf.create(data))
     except OmegaConfBaseException as exc:
-        return f"# not resolved: {_first_line(exc)}\n" + OmegaConf.to_yaml(cfg)
+        return f"# not resolved: {first_line(exc)}\n" + OmegaConf.to_yaml(cfg)
 
 
 def write_hydra_dir(where: Path, cfg: DictConfig, overrides: Sequence[str]) -> None:
@@ -247,25 +176,25 @@ def stage_argv(command: str | None, argv: Sequence[str] | None, cfg: DictConfig)
 def shell_line(template: str, cfg: DictConfig) -> str:
     """The bash line of a `command:` template: each ${...} resolved and quoted for where it sits."""
     line = _Line(template)
-    for is_interpolation, text in _pieces(template):
+    for is_interpolation, text in pieces(template):
         if is_interpolation:
-            line.insert(text, _resolve(text, cfg, bash=True))
+            line.insert(text, resolve(text, cfg, bash=True))
         else:
             line.feed(text)
     return line.finish()
 
 
 def _word(word: str, cfg: DictConfig) -> str:
-    return "".join(_resolve(t, cfg, bash=False) if inter else t for inter, t in _pieces(word))
+    return "".join(resolve(t, cfg, bash=False) if inter else t for inter, t in pieces(word))
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     # OmegaConf names the Python exception a resolver raised; the user needs only what it said.
     return re.sub(r"^\w+ raised while resolving interpolation: ", "", text[0]) if text else "cannot resolve"
 
 
-def _pieces(template: str) -> list[tuple[bool, str]]:
+def pieces(template: str) -> list[tuple[bool, str]]:
     """The template as OmegaConf's grammar reads it: literal text, its escapes undone (`\\${` is a
     literal `${`), and the source of each interpolation, in order."""
     if "${" not in template:
@@ -274,7 +203,7 @@ def _pieces(template: str) -> list[tuple[bool, str]]:
         tree = grammar_parser.parse(template)
     except GrammarParseError as exc:
         raise UsageError(
-            f"cannot read the ${{...}} in {template!r}: {_first_line(exc)}; a literal ${{ is written \\${{"
+            f"cannot read the ${{...}} in {template!r}: {first_line(exc)}; a literal ${{ is written \\${{"
         ) from exc
     nodes = list(tree.getChild(0).getChildren())
     out: list[tuple[bool, str]] = []
@@ -297,7 +226,7 @@ def _pieces(template: str) -> list[tuple[bool, str]]:
     return out
 
 
-def _resolve(source: str, cfg: DictConfig, *, bash: bool) -> str:
+def resolve(source: str, cfg: DictConfig, *, bash: bool) -> str:
     """One interpolation, resolved by OmegaConf against the trial's config and rendered as OmegaConf
     renders it inside a string (a list as `[1, 'a']`, null as `None`)."""
     holder = OmegaConf.create({"v": "_" + source}, parent=cfg)  # "_": always a string, never a bare node
@@ -313,7 +242,7 @@ def _resolve(source: str, cfg: DictConfig, *, bash: bool) -> str:
                 if bash
                 else f"; argv: runs no shell: for an environment variable write ${{oc.env:{name}}}"
             )
-        raise UsageError(f"cannot resolve {shown}: {_first_line(exc)}{hint}") from exc
+        raise UsageError(f"cannot resolve {shown}: {first_line(exc)}{hint}") from exc
     assert isinstance(value, str)
     return value[1:]
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slurmflow.errors import SlurmflowError, UsageError
-from slurmflow.experiment import trialcfg
+from slurmflow.experiment import appargs, trialcfg
 from slurmflow.fsio import write_atomic, write_json_atomic
 from slurmflow.model import Plan, Stage
 from slurmflow.rundir.events import GpuIdle
@@ -326,7 +326,7 @@ def _stage_argv(p: Prepared) -> list[str]:
                     app = os.path.join(launch_dir, app)
                 else:  # a module: importable from the launch directory, as at plan time
                     p.env["PYTHONPATH"] = os.pathsep.join(filter(None, [launch_dir, p.env.get("PYTHONPATH")]))
-                return trialcfg.app_argv(app, stage.app_overrides, p.cfg, output, sys.executable)
+                return appargs.app_argv(app, stage.app_overrides, p.cfg, output, sys.executable)
             return trialcfg.stage_argv(stage.command, stage.argv, p.cfg)
     except UsageError as exc:
         raise UsageError(f"stages.{stage.name}.{field}: {exc}") from exc

@@ -92,20 +92,17 @@ def test_a_sweep_through_the_plugin_returns_and_each_job_writes_its_own_hydra_di
         assert yaml.safe_load((job / ".hydra" / "config.yaml").read_text())["lr"] == result["lr"]
 
 
-def test_wait_true_returns_the_apps_return_values(project: Path) -> None:
-    app_dir = project / "jobs" / "hydra_app"
+def multirun_waiting(project: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
+    """The app's sweep through Hydra's API with wait=true on the local engine
+    (tests/fixtures/hydra_multirun.py prints what the launcher returned)."""
     driver = REPO / "tests" / "fixtures" / "hydra_multirun.py"
-    done = run(
-        project,
-        sys.executable,
-        str(driver),
-        str(app_dir),
-        "hydra/launcher=slurmflow",
-        "hydra.launcher.backend=local",
-        "hydra.launcher.wait=true",
-        "hydra.launcher.poll_s=0.5",
-        *SWEEP,
-    )
+    app_dir = project / "jobs" / "hydra_app"
+    launcher = ("hydra/launcher=slurmflow", "hydra.launcher.backend=local", "hydra.launcher.wait=true")
+    return run(project, sys.executable, str(driver), str(app_dir), *launcher, "hydra.launcher.poll_s=0.5", *overrides)
+
+
+def test_wait_true_returns_the_apps_return_values(project: Path) -> None:
+    done = multirun_waiting(project, *SWEEP)
     assert done.returncode == 0, done.stderr
     returned = json.loads(done.stdout.strip().splitlines()[-1])
     (sweep_dir,) = (project / "multirun").glob("*/*")
@@ -115,24 +112,13 @@ def test_wait_true_returns_the_apps_return_values(project: Path) -> None:
 
 def test_a_failed_job_comes_back_as_hydra_raises_it(project: Path) -> None:
     app_dir = project / "jobs" / "hydra_app"
-    driver = REPO / "tests" / "fixtures" / "hydra_multirun.py"
     # epochs=-1: the app's config is fine, the app itself raises in the job.
     (app_dir / "train.py").write_text(
         (app_dir / "train.py")
         .read_text()
         .replace("    loss = loss_after(", "    assert cfg.epochs >= 0, 'epochs < 0'\n    loss = loss_after(")
     )
-    done = run(
-        project,
-        sys.executable,
-        str(driver),
-        str(app_dir),
-        "hydra/launcher=slurmflow",
-        "hydra.launcher.backend=local",
-        "hydra.launcher.wait=true",
-        "hydra.launcher.poll_s=0.5",
-        "epochs=1,-1",
-    )
+    done = multirun_waiting(project, "epochs=1,-1")
     assert done.returncode != 0
     assert "AssertionError: epochs < 0" in done.stderr
 

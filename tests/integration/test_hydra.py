@@ -26,9 +26,12 @@ PYTHON = "/opt/slurmflow/venv/bin/python"
 SWEEP = ("lr=0.1,0.01", "seed=range(3)")
 
 
-def as_alice(container: str, workdir: Path, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def as_alice(
+    container: str, workdir: Path | None, *argv: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    where = ["-w", str(workdir)] if workdir is not None else []
     return subprocess.run(
-        ["docker", "exec", "-u", "alice", "-w", str(workdir), container, *argv],
+        ["docker", "exec", "-u", "alice", *where, container, *argv],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -127,26 +130,9 @@ def test_wait_true_returns_the_apps_values(mini_cluster: str, workdir: Path) -> 
 
 
 def _times(container: str, ids: list[str]) -> dict[str, tuple[datetime, datetime]]:
-    out = subprocess.run(
-        [
-            "docker",
-            "exec",
-            "-u",
-            "alice",
-            container,
-            "sacct",
-            "-X",
-            "-n",
-            "-P",
-            "-o",
-            "JobID,Start,End",
-            "-j",
-            ",".join(ids),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    done = as_alice(container, None, "sacct", "-X", "-n", "-P", "-o", "JobID,Start,End", "-j", ",".join(ids))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
     times = {}
     for line in out.splitlines():
         job, start, end = line.split("|")

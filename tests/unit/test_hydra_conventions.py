@@ -3,7 +3,6 @@ job-time interpolations), Hydra apps as stages, and the launcher plugin's parame
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,19 +13,13 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from slurmflow.errors import UsageError
-from slurmflow.experiment import config, sweep, trialcfg
+from slurmflow.experiment import appargs, config, sweep, trialcfg
 from slurmflow.experiment.stages import parse_stage
 from slurmflow.model import Trial
 from slurmflow.rundir.store import RunStore
+from tests.unit.test_config import cfgdir
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def cfgdir(tmp_path: Path) -> Path:
-    dest = tmp_path / "configs"
-    shutil.copytree(REPO / "configs", dest)
-    return dest
+__all__ = ["cfgdir"]  # the fixture, shared with test_config
 
 
 def write(cfgdir: Path, text: str) -> None:
@@ -107,7 +100,7 @@ def test_an_app_stage_and_its_refusals() -> None:
 
 def test_an_app_runs_with_its_overrides_typed_and_its_output_directory() -> None:
     cfg = OmegaConf.create({"lr": 0.1, "seed": 3, "model": {"w": [1, "x,y"]}})
-    words = trialcfg.app_argv(
+    words = appargs.app_argv(
         "jobs/train.py",
         ["lr=${lr}", "+tag=s${seed}", "m=${model}", "x=${oc.env:HOME}", "plain=1"],
         cfg,
@@ -124,7 +117,7 @@ def test_an_app_runs_with_its_overrides_typed_and_its_output_directory() -> None
         "plain=1",
         "hydra.run.dir='/r/t/1/train'",
     ]
-    assert trialcfg.app_argv("pkg.train", [], cfg, "/o", "py")[:3] == ["py", "-m", "pkg.train"]
+    assert appargs.app_argv("pkg.train", [], cfg, "/o", "py")[:3] == ["py", "-m", "pkg.train"]
 
 
 HOSTILE = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"], exclude_characters="\0\n\r"), max_size=30)
@@ -141,7 +134,7 @@ def test_any_value_reaches_the_app_exactly(value: str) -> None:
         expected = cfg.v
     except OmegaConfBaseException:  # backslashes before the ${ made it an interpolation again
         assume(False)
-    (word,) = [w for w in trialcfg.app_argv("a.py", ["k=${v}"], cfg, "/o", "py") if w.startswith("k=")]
+    (word,) = [w for w in appargs.app_argv("a.py", ["k=${v}"], cfg, "/o", "py") if w.startswith("k=")]
     override = OverridesParser.create().parse_override(word)
     target = OmegaConf.create({"k": 0})
     OmegaConf.update(target, "k", override.value(), merge=True)
