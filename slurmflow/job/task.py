@@ -71,6 +71,7 @@ class Prepared:
     store: RunStore
     node: str
     clock: Callable[[], float] = time.time  # what the task's status and events are stamped with
+    launch_dir: str = ""  # where the launch ran (cwd is the trial directory under hydra.job.chdir)
 
 
 def prepare(
@@ -136,7 +137,9 @@ def prepare(
         "started": clock(),
         "state": "running",
     }
-    prepared = Prepared(stage, cfg, env, cwd, workdir / f"{stage.name}.status.json", status, store, node.key, clock)
+    prepared = Prepared(
+        stage, cfg, env, cwd, workdir / f"{stage.name}.status.json", status, store, node.key, clock, launch["cwd"]
+    )
     _write_status(prepared.status_path, status)
     return prepared
 
@@ -320,7 +323,7 @@ def _stage_argv(p: Prepared) -> list[str]:
             if stage.app is not None:
                 # The app's own output directory (`.hydra/` and all it writes): <trial dir>/<stage>.
                 output = str(Path(p.env["SLURMFLOW_WORKDIR"]) / stage.name)
-                launch_dir = p.store.read_json("launch.json")["cwd"]
+                launch_dir = p.launch_dir
                 app = stage.app
                 if app.endswith(".py") or "/" in app:  # from the launch directory, wherever the task runs
                     app = os.path.join(launch_dir, app)
