@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from slurmflow.slurm.capabilities import Capabilities
-from slurmflow.slurm.types import ClusterConfig, ClusterInfo, Dependency, JobSpec, QueryResult
+from slurmflow.slurm.types import Attempt, ClusterConfig, ClusterInfo, Dependency, JobSpec, QueryResult
 
 if TYPE_CHECKING:
     from slurmflow.slurm.accounting import Usage
@@ -42,6 +42,12 @@ class Backend(Protocol):
 
     def query(self, job_ids: Sequence[str] = (), *, name: str | None = None) -> QueryResult:
         """Jobs and array tasks (one row per task) by id or by job name, in one batched call."""
+        ...
+
+    def history(self, job_ids: Sequence[str]) -> tuple[Attempt, ...]:
+        """Every attempt of these jobs' tasks (array ids expand to their tasks), in one batched
+        call: Slurm's accounting (`sacct --duplicates`), or the local engine's own records. Oldest
+        attempt of each task first. Raises AccountingUnavailable where accounting cannot answer."""
         ...
 
     def cancel(self, job_ids: Sequence[str]) -> None: ...

@@ -52,7 +52,7 @@ class FakeSlurm(Scheduler):
                 if t.spec.requeue is False:
                     self._end(t, JobState.NODE_FAIL, 0, 15)
                 else:
-                    self._requeue(t)
+                    self._requeue(t, JobState.NODE_FAIL)  # as accounting records the lost attempt
         self._schedule()
 
     def start_node(self, name: str) -> None:

@@ -150,6 +150,8 @@ class LocalSlurm(Scheduler):
         self.default_partition = "local"
         self.version = "local"
         self._t0 = self.clock() - self.now
+        if not self.epoch:  # history reports wall-clock times: engine time 0 was this long ago
+            self.epoch = time.time() - self.now
 
     def cluster_info(self) -> ClusterInfo:
         return replace(super().cluster_info(), partition_gpus={"*": self.gpus}, cpus=self.cpus, mem_mb=self.mem_mb)

@@ -35,7 +35,16 @@ from slurmflow.backends.local import LocalSlurm
 from slurmflow.backends.sim import Task
 from slurmflow.fsio import write_atomic
 from slurmflow.slurm.capabilities import BASELINE, Capabilities
-from slurmflow.slurm.types import ClusterConfig, ClusterInfo, Dependency, JobInfo, JobSpec, JobState, QueryResult
+from slurmflow.slurm.types import (
+    Attempt,
+    ClusterConfig,
+    ClusterInfo,
+    Dependency,
+    JobInfo,
+    JobSpec,
+    JobState,
+    QueryResult,
+)
 
 if TYPE_CHECKING:
     from slurmflow.backends.base import Accounting
@@ -55,6 +64,20 @@ class Settings(msgspec.Struct, frozen=True):
     cpus: int = 1
     mem_mb: int | None = None
     kill_wait: float = 10.0
+
+
+class _AttemptRecord(msgspec.Struct, frozen=True):
+    """A past attempt of a task, in engine time (its job id is the task's)."""
+
+    state: str
+    submit: float | None
+    start: float | None
+    end: float | None
+    node: str | None = None
+    gpus: int = 0
+    restart: int = 0
+    exit_code: int | None = None
+    signal: int | None = None
 
 
 class _TaskRecord(msgspec.Struct):
@@ -80,6 +103,10 @@ class _TaskRecord(msgspec.Struct):
     held: bool
     released: bool
     pid: int | None
+    # Since history: defaults, so that a queue written before still loads (its past attempts unknown).
+    submitted: float | None = None
+    finished: float | None = None
+    attempts: list[_AttemptRecord] = msgspec.field(default_factory=list)
 
 
 class _Queue(msgspec.Struct):
@@ -92,12 +119,26 @@ class _Queue(msgspec.Struct):
     tasks: list[_TaskRecord] = msgspec.field(default_factory=list)
 
 
-_RECORD_FIELDS = tuple(f for f in _TaskRecord.__struct_fields__ if f != "state")
+_RECORD_FIELDS = tuple(f for f in _TaskRecord.__struct_fields__ if f not in ("state", "attempts"))
+_ATTEMPT_FIELDS = tuple(f for f in _AttemptRecord.__struct_fields__ if f != "state")
+
+
+def _attempt_record(a: Attempt) -> _AttemptRecord:
+    return _AttemptRecord(state=a.state.name, **{f: getattr(a, f) for f in _ATTEMPT_FIELDS})
+
+
+def _attempt(job_id: str, r: _AttemptRecord) -> Attempt:
+    return Attempt(job_id=job_id, state=_STATES[r.state], **{f: getattr(r, f) for f in _ATTEMPT_FIELDS})
 
 
 def _encode(engine: LocalSlurm, settings: Settings, t0: float) -> bytes:
     tasks = [
-        _TaskRecord(state=t.state.name, **{f: getattr(t, f) for f in _RECORD_FIELDS}) for t in engine.tasks.values()
+        _TaskRecord(
+            state=t.state.name,
+            attempts=[_attempt_record(a) for a in t.attempts],
+            **{f: getattr(t, f) for f in _RECORD_FIELDS},
+        )
+        for t in engine.tasks.values()
     ]
     queue = _Queue(settings, t0, engine.next_id, dict(engine.throttle), dict(engine.stopping), engine.token, tasks)
     return msgspec.json.encode(queue)
@@ -113,6 +154,7 @@ def _engine(queue: _Queue, *, deferred: bool, exit_dir: Path) -> LocalSlurm:
         exit_dir=exit_dir,
         clock=time.time,
         now=time.time() - queue.t0,
+        epoch=queue.t0,  # engine time is seconds since t0: history adds it back
         next_id=queue.next_id,
         deferred=deferred,
         stopping=dict(queue.stopping),
@@ -121,7 +163,8 @@ def _engine(queue: _Queue, *, deferred: bool, exit_dir: Path) -> LocalSlurm:
     engine.throttle = dict(queue.throttle)
     for r in queue.tasks:
         fields = {f: getattr(r, f) for f in _RECORD_FIELDS}
-        engine.tasks[r.job_id] = Task(state=_STATES[r.state], **fields)
+        attempts = [_attempt(r.job_id, a) for a in r.attempts]
+        engine.tasks[r.job_id] = Task(state=_STATES[r.state], attempts=attempts, **fields)
     return engine
 
 
@@ -189,6 +232,10 @@ class LocalRun:
         if engine.busy:
             self.ensure_supervisor()  # its supervisor was killed: a look at the run brings one back
         return engine.query(job_ids, name=name)
+
+    def history(self, job_ids: Sequence[str]) -> tuple[Attempt, ...]:
+        """The engine's own records, in wall-clock epoch seconds."""
+        return self._load()[0].history(job_ids)
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         with self._changing() as engine:

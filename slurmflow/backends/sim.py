@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING
 
 from slurmflow.errors import SlurmError
 from slurmflow.fsio import write_json_atomic
+from slurmflow.slurm import history as slurm_history
 from slurmflow.slurm import text as slurm_text
 from slurmflow.slurm.capabilities import BASELINE, Capabilities
 from slurmflow.slurm.types import (
+    Attempt,
     ClusterConfig,
     ClusterInfo,
     Dependency,
@@ -72,6 +74,11 @@ class Task:
     # requeuehold (or --hold): never scheduled, dependency not judged, until released
     held: bool = False
     released: bool = False
+    # For history: when the current attempt was queued (submit or requeue) and ended (None: it has
+    # not; None too for a task from before these were kept), and the attempts before it.
+    submitted: float | None = None
+    finished: float | None = None
+    attempts: list[Attempt] = field(default_factory=list)
 
     @property
     def gpus(self) -> int:
@@ -112,6 +119,9 @@ class Scheduler:
     # local engine's supervisor, while a command changes the run's persisted queue).
     deferred: bool = False
     throttle: dict[str, int] = field(default_factory=dict)
+    # The epoch time of scheduler time 0, which history's times count from: 0 for the fake, whose
+    # simulated clock is reported as is.
+    epoch: float = 0.0
 
     # --- Backend ------------------------------------------------------------------------------
 
@@ -156,6 +166,7 @@ class Scheduler:
                 spec.dependency,
                 eligible=self.now,
                 script_path=script_path,
+                submitted=self.now,
             )
         self._schedule()
         return base
@@ -169,6 +180,13 @@ class Scheduler:
             and (name is None or t.spec.name == name)
         ]
         return QueryResult(tuple(rows))
+
+    def history(self, job_ids: Sequence[str]) -> tuple[Attempt, ...]:
+        """The scheduler's own records: each task's past attempts, then its current one; ids are
+        read as sacct reads them (slurm_history.select)."""
+        tasks = sorted(self.tasks.values(), key=lambda t: (int(t.array_job_id or t.job_id), t.index or 0))
+        every = (a for t in tasks for a in (*t.attempts, self._attempt(t, t.state, t.finished)))
+        return slurm_history.select((_shifted(a, self.epoch) for a in every), job_ids)
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         for t in self._select(job_ids):
@@ -273,16 +291,21 @@ class Scheduler:
     def _end(self, t: Task, state: JobState, code: int, sig: int) -> None:
         if t.state is JobState.RUNNING:
             self._stop(t)
-        t.state, t.exit_code, t.signal = state, code, sig
+        t.state, t.exit_code, t.signal, t.finished = state, code, sig, self.now
         t.reason = "None" if state is not JobState.FAILED else "NonZeroExitCode"
 
     def _stop(self, t: Task) -> None:
         """A running task is ended early (cancel, node failure, requeue)."""
 
-    def _requeue(self, t: Task) -> None:
+    def _requeue(self, t: Task, ended_as: JobState = JobState.REQUEUED) -> None:
+        """Back to the queue; the attempt that ends here is kept, in the state that ended it:
+        REQUEUED for an explicit requeue, NODE_FAIL for a lost node. It keeps its real end where it
+        had ended before (Slurm's accounting would say the requeue time)."""
         if t.state is JobState.RUNNING:
             self._stop(t)
+        t.attempts.append(self._attempt(t, ended_as, self.now if t.finished is None else t.finished))
         t.state, t.node, t.exit_code, t.signal = JobState.PENDING, None, None, None
+        t.submitted, t.finished = self.now, None
         t.restarts += 1
         t.eligible = self.now + self.requeue_delay
         t.reason = "BeginTime"
@@ -397,6 +420,23 @@ class Scheduler:
                 return node
         return None
 
+    def _attempt(self, t: Task, state: JobState, end: float | None) -> Attempt:
+        """The task's current attempt, in scheduler time, as it stands or as it ends in `state`: a
+        node and GPUs if it started, an exit code if it ended."""
+        ran = t.node is not None
+        return Attempt(
+            job_id=t.job_id,
+            state=state,
+            submit=t.submitted,
+            start=t.started if ran else None,
+            end=end,
+            node=t.node,
+            gpus=t.gpus if ran else 0,
+            restart=t.restarts,
+            exit_code=t.exit_code if end is not None else None,
+            signal=t.signal if end is not None else None,
+        )
+
     def _info(self, t: Task) -> JobInfo:
         return JobInfo(
             job_id=t.job_id,
@@ -415,3 +455,12 @@ class Scheduler:
             restarts=t.restarts,
             cancelled_by=t.cancelled_by,
         )
+
+
+def _shifted(a: Attempt, by: float) -> Attempt:
+    """An attempt's times moved from scheduler time to epoch seconds."""
+
+    def at(t: float | None) -> float | None:
+        return None if t is None else t + by
+
+    return replace(a, submit=at(a.submit), start=at(a.start), end=at(a.end))

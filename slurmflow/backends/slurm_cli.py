@@ -9,12 +9,12 @@ from pathlib import Path
 
 from slurmflow.errors import AccountingUnavailable, CommandError, SlurmError
 from slurmflow.fsio import write_json_atomic
-from slurmflow.slurm import cluster, sbatch
+from slurmflow.slurm import cluster, history, sbatch
 from slurmflow.slurm import text as slurm_text
 from slurmflow.slurm.accounting import SACCTMGR_FORMAT, Assoc, Usage, parse_assoc_mgr, parse_associations
 from slurmflow.slurm.capabilities import PROBE_ARGV, Capabilities
 from slurmflow.slurm.runner import Completed, Runner, SubprocessRunner
-from slurmflow.slurm.types import ClusterConfig, ClusterInfo, Dependency, JobInfo, JobSpec, QueryResult
+from slurmflow.slurm.types import Attempt, ClusterConfig, ClusterInfo, Dependency, JobInfo, JobSpec, QueryResult
 
 
 class SlurmCLI:
@@ -131,6 +131,16 @@ class SlurmCLI:
             wanted = set(job_ids)
             merged = [j for j in merged if j.job_id in wanted or j.base_id in wanted]
         return QueryResult(tuple(merged))
+
+    def history(self, job_ids: Sequence[str]) -> tuple[Attempt, ...]:
+        """From accounting alone (the controller keeps no past attempts): a job slurmdbd has not
+        recorded yet (it is fed asynchronously, seconds behind) has no attempt yet. Its fields exist
+        on every supported version, so no probe is needed; slurmdbd down is AccountingUnavailable."""
+        if not job_ids:
+            return ()
+        bases = sorted({j.split("_", 1)[0] for j in job_ids}, key=int)
+        done = self._run(history.sacct_history_argv(bases))
+        return history.select(history.parse_sacct_history(done.stdout), job_ids)
 
     def _squeue(self, bases: Sequence[str], name: str | None) -> list[JobInfo]:
         try:

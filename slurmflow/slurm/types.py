@@ -151,6 +151,28 @@ class JobInfo:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One run of a job or array task as accounting keeps it (`sacct --duplicates`): a task that
+    was requeued has one attempt per start, oldest first, each but the last in state REQUEUED (or
+    whatever ended it: NODE_FAIL, PREEMPTED, TIMEOUT before a requeue). Times are epoch seconds."""
+
+    job_id: str  # "123_4" for an array task, "123" for a plain job
+    state: JobState
+    submit: float | None  # when this attempt was queued (a requeued attempt: when it was requeued)
+    start: float | None  # None: never started (cancelled while pending, a dependency that never held)
+    end: float | None  # None: still pending or running (one cancelled while pending has an end, no start)
+    node: str | None = None
+    gpus: int = 0  # GPUs allocated to it (AllocTRES gres/gpu)
+    restart: int = 0  # 0 for the first attempt, 1 after one requeue, ...
+    exit_code: int | None = None
+    signal: int | None = None
+
+    @property
+    def base_id(self) -> str:
+        return self.job_id.split("_", 1)[0]
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """The controller settings planning depends on (`scontrol show config`)."""
 

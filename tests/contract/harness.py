@@ -17,9 +17,10 @@ from typing import Any, Protocol
 from slurmflow.backends import Backend, FakeSlurm, Outcome, SlurmCLI
 from slurmflow.backends.local_run import LocalRun, Settings
 from slurmflow.slurm.runner import SubprocessRunner
-from slurmflow.slurm.types import JobInfo, JobSpec, JobState
+from slurmflow.slurm.types import Attempt, JobInfo, JobSpec, JobState
 
 Jobs = dict[str, JobInfo]
+History = tuple[Attempt, ...]
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,11 @@ class Harness(Protocol):
     def jobs(self, job_id: str) -> Jobs: ...
     def wait(self, job_id: str, done: Callable[[Jobs], bool], timeout: float, what: str) -> Jobs: ...
     def stays(self, job_id: str, holds: Callable[[Jobs], bool], passes: int, timeout: float, what: str) -> Jobs: ...
+    def history(self, job_ids: Sequence[str], done: Callable[[History], bool], timeout: float, what: str) -> History:
+        """backend.history once `done` holds: accounting records a job seconds after the
+        controller has it (slurmdbd is fed asynchronously)."""
+        ...
+
     def stop_node(self, node: str) -> None: ...
     def start_node(self, node: str) -> None: ...
     def set_gpu_cap(self, account: str, gpus: int | None) -> None: ...
@@ -123,6 +129,14 @@ class FakeHarness(_Base):
             self.backend.advance(1.0)
         raise AssertionError(f"fake: {what} not reached in {timeout} simulated s: {summary(jobs)}")
 
+    def history(self, job_ids: Sequence[str], done: Callable[[History], bool], timeout: float, what: str) -> History:
+        for _ in range(int(timeout) + 1):
+            got: History = self.backend.history(job_ids)
+            if done(got):
+                return got
+            self.backend.advance(1.0)
+        raise AssertionError(f"fake: {what} not reached in {timeout} simulated s: {attempts(got)}")
+
     def stays(self, job_id: str, holds: Callable[[Jobs], bool], passes: int, timeout: float, what: str) -> Jobs:
         """`holds` is true now and after `passes` scheduling passes (a second of simulated time each)."""
         jobs = self.jobs(job_id)
@@ -167,6 +181,16 @@ class _WallClock(_Base):
                 return jobs
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.kind}: {what} not reached in {timeout} s: {summary(jobs)}")
+            time.sleep(self.poll_s)
+
+    def history(self, job_ids: Sequence[str], done: Callable[[History], bool], timeout: float, what: str) -> History:
+        deadline = time.monotonic() + timeout
+        while True:
+            got: History = self.backend.history(job_ids)
+            if done(got):
+                return got
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.kind}: {what} not reached in {timeout} s: {attempts(got)}")
             time.sleep(self.poll_s)
 
 
@@ -286,6 +310,10 @@ class LocalHarness(_WallClock):
 
 def summary(jobs: Jobs) -> str:
     return ", ".join(f"{k}={v.state.name}({v.reason})" for k, v in sorted(jobs.items())) or "no jobs"
+
+
+def attempts(history: History) -> str:
+    return ", ".join(f"{a.job_id}#{a.restart}={a.state.name}" for a in history) or "no attempts"
 
 
 def states(jobs: Jobs, ids: Sequence[str]) -> list[JobState]:

@@ -9,7 +9,7 @@ import pytest
 
 from slurmflow.errors import SlurmError
 from slurmflow.slurm.types import Dependency, DepKind, JobState
-from tests.contract.harness import Harness, Jobs, Work, all_final, states
+from tests.contract.harness import Harness, History, Jobs, Work, all_final, states
 
 pytestmark = pytest.mark.smoke  # the whole contract runs on every Slurm version of the matrix
 
@@ -100,6 +100,37 @@ def test_dependency_on_unknown_job_is_rejected_or_taken_as_satisfied(harness: Ha
     # never emits a dependency on a job older than MinJobAge.
     orphan = harness.submit("orphan", Work(), dependency=unknown)
     assert harness.wait(orphan, all_final(1), 120, "orphan ran")[orphan].state is CD
+
+
+def test_history_has_one_attempt_per_start(harness: Harness) -> None:
+    a = harness.submit("hist", Work(seconds=1), array="0-1")
+    gpu = harness.submit("hist-gpu", Work(seconds=1), gpus_per_task=1)
+    harness.wait(a, all_final(2), 120, "array finished")
+    again = f"{a}_1"
+    harness.backend.requeue([again], start_now=True)
+    harness.wait(a, lambda j: j[again].state is CD and (j[again].restarts or 0) == 1, 120, "requeued task ran again")
+    jobs = {**harness.jobs(a), **harness.wait(gpu, all_final(1), 120, "GPU job finished")}
+
+    def recorded(history: History) -> bool:
+        """Accounting has every attempt of every task, each ended."""
+        return all(
+            len([x for x in history if x.job_id == k]) == (j.restarts or 0) + 1
+            and all(x.end is not None for x in history if x.job_id == k)
+            for k, j in jobs.items()
+        )
+
+    history = harness.history([a, gpu], recorded, 60, "every attempt recorded")
+    assert {x.job_id for x in history} == set(jobs)
+    by_task = {k: [x for x in history if x.job_id == k] for k in jobs}
+    assert [(x.state, x.restart) for x in by_task[again]] == [(JobState.REQUEUED, 0), (CD, 1)]
+    assert [(x.state, x.restart) for x in by_task[f"{a}_0"]] == [(CD, 0)]
+    assert [(x.state, x.gpus) for x in by_task[gpu]] == [(CD, 1)]
+    assert str(by_task[gpu][0].node).startswith(harness.gpu_nodes)
+    for x in history:
+        assert x.submit is not None and x.start is not None and x.end is not None, x
+        assert x.submit <= x.start <= x.end and x.node, x
+    first, second = by_task[again]
+    assert first.end is not None and second.submit is not None and first.end <= second.submit
 
 
 @pytest.mark.not_local
