@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CLUSTER := bash docker/slurm-cluster/cluster.sh
 
-.PHONY: help demo install lint test unit integration matrix cluster-up cluster-down cluster-logs bench bench-hydra
+.PHONY: help demo install browser lint test unit integration matrix cluster-up cluster-down cluster-logs bench bench-hydra
 
 help:
 	@echo "make demo         bring the mini Slurm cluster up and launch the demo campaign on it"
@@ -22,6 +22,12 @@ $(BIN)/slurmflow: pyproject.toml
 
 install: $(BIN)/slurmflow
 
+# The HTML report's browser test opens it in headless Chromium through its WebDriver (Debian's
+# packages: matched versions, no download at test time).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+
 # The main job: researcher alice, on the cluster's login node, launches the demo experiment
 # (configs/experiment/demo.yaml); slurmflow submits the whole graph and exits; we wait for Slurm.
 RUNS := $(CURDIR)/.mini/runs
@@ -33,8 +39,9 @@ demo: cluster-up
 	@echo "slurmflow has exited; Slurm runs the campaign. Waiting for it to finish..."
 	$(CLUSTER) exec -u alice bash -c 'while squeue --me --noheader | grep -q .; do sleep 2; done; \
 	  sacct -X --format=JobID%12,JobName%48,State,ExitCode,NodeList -S now-10minutes | tail -n 20'
-	@run=$$(ls -td $(RUNS)/demo-* | head -1); echo "== $$run/results.csv"; cat $$run/results.csv; \
-	  echo "== $$run/summary.json"; cat $$run/summary.json
+	@run=$$(ls -td $(RUNS)/demo-* | head -1); \
+	  cols=$${COLUMNS:-$$(tput cols 2>/dev/null || echo 120)}; \
+	  $(CLUSTER) exec -u alice env COLUMNS=$$cols bash -c "cd /src && slurmflow results $$run && slurmflow report $$run"
 
 lint: install
 	$(BIN)/ruff check .
@@ -42,7 +49,7 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-unit: install
+unit: install browser
 	$(BIN)/pytest -q -m "not integration"
 
 cluster-up:
@@ -56,7 +63,7 @@ cluster-logs:
 
 # Lint and the fast tiers first (seconds), then the cluster, then the whole suite with the
 # integration tier: it fails, never skips, when the cluster is not there. Then the version matrix.
-test: lint unit cluster-up
+test: lint browser unit cluster-up
 	$(BIN)/pytest -m "" --durations=10 || { $(CLUSTER) logs; exit 1; }
 	$(MAKE) --no-print-directory matrix
 

@@ -1,4 +1,7 @@
-"""Evaluate a trial's final checkpoint on the held-out split."""
+"""Evaluate a trial's final checkpoint on the held-out split.
+
+It writes eval.json and does not import slurmflow: the stage's `metrics_file: eval.json` makes
+slurmflow fold its numbers into the trial's metrics when the task ends."""
 
 from __future__ import annotations
 

@@ -13,17 +13,20 @@ from typing import Any
 
 
 def summarise(cfg: Any) -> dict[str, Any]:
-    """After the report: the best trial by test accuracy, written to summary.json."""
+    """After the report: the best trial by the experiment's objective, written to summary.json.
+    It reads the run with slurmflow's own results API (no scheduler query: the tasks' status
+    files give the times)."""
+    from slurmflow.results.collect import collect
+    from slurmflow.rundir.store import RunStore
+
     run = Path(os.environ["SLURMFLOW_RUN_DIR"])
-    scored = []
-    for trial in sorted((run / "trials").iterdir(), key=lambda p: (len(p.name), p.name)):  # by trial number
-        evaluation, metrics = trial / "eval.json", trial / "metrics.json"
-        if evaluation.exists() and metrics.exists():
-            scored.append(
-                {"trial": trial.name, **json.loads(metrics.read_text()), **json.loads(evaluation.read_text())}
-            )
-    best = max(scored, key=lambda r: r["test_accuracy"]) if scored else None
-    summary = {"experiment": cfg.name, "trials": len(scored), "best": best}
+    results = collect(RunStore(run), None, gpu=False)
+    best = results.best
+    summary = {
+        "experiment": cfg.name,
+        "trials": sum(t.state == "COMPLETED" for t in results.trials),
+        "best": None if best is None else {"trial": best.index, "overrides": list(best.overrides), **best.metrics},
+    }
     (run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

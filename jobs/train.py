@@ -1,8 +1,9 @@
 """Train a small classifier (logistic regression on polynomial features) with SGD.
 
-Writes a checkpoint after every epoch and resumes from it when restarted (a requeue or a time
-limit), so an interrupted run ends with the same result as an uninterrupted one: the RNG state
-is part of the checkpoint.
+Logs its loss and accuracy per epoch through slurmflow's metrics API (`slurmflow results`,
+`report` and `track` read them). Writes a checkpoint after every epoch and resumes from it when
+restarted (a requeue or a time limit), so an interrupted run ends with the same result as an
+uninterrupted one: the RNG state is part of the checkpoint.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import sys
 import time
 
 from common import dataset_path, read_json, trial_dir, write_json
+
+from slurmflow import log, summary
 
 
 def features(x: float, y: float) -> list[float]:
@@ -77,6 +80,7 @@ def main() -> None:
             w = [wj - args.lr * (err * fj + args.l2 * wj) for wj, fj in zip(w, f, strict=True)]
         loss, acc = loss_and_accuracy(w, train)
         history.append({"epoch": epoch + 1, "loss": loss, "accuracy": acc})
+        log(step=epoch + 1, loss=loss, accuracy=acc)  # a learning curve for `slurmflow report`
         state = rng.getstate()
         write_json(
             ckpt_path,
@@ -87,7 +91,7 @@ def main() -> None:
         if stop_requested and epoch + 1 < args.epochs:
             print(f"checkpoint saved at epoch {epoch + 1}; stopping on signal {stop_requested[0]}", flush=True)
             sys.exit(EXIT_CHECKPOINTED)
-    write_json(trial_dir() / "metrics.json", {"lr": args.lr, "seed": args.seed, "epochs": args.epochs, **history[-1]})
+    summary(loss=history[-1]["loss"], accuracy=history[-1]["accuracy"])
     print(f"lr={args.lr} seed={args.seed}: train loss {history[-1]['loss']:.4f} accuracy {history[-1]['accuracy']:.3f}")
 
 

@@ -15,6 +15,9 @@ from slurmflow._version import __version__
 # Imported on first use: a task on a compute node imports `slurmflow.job.task`, which must not pay
 # for the backends, the Slurm parsers and the fake scheduler on every start.
 _EXPORTS = {
+    # in a task: metrics for `slurmflow results`, `report` and `track`
+    "log": "slurmflow.rundir.metrics",
+    "summary": "slurmflow.rundir.metrics",
     "Backend": "slurmflow.backends.base",
     "FakeSlurm": "slurmflow.backends.fake",
     "LocalSlurm": "slurmflow.backends.local",
@@ -70,6 +73,7 @@ if TYPE_CHECKING:
         SubmissionRefused,
         UsageError,
     )
+    from slurmflow.rundir.metrics import log, summary
     from slurmflow.slurm.runner import (
         FunctionRunner,
         Runner,
@@ -124,4 +128,6 @@ __all__ = [
     "SubprocessRunner",
     "UsageError",
     "__version__",
+    "log",
+    "summary",
 ]

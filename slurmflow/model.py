@@ -108,6 +108,30 @@ class Stage:
     checkpoint: Checkpoint | None = None
     gpu: GpuSampling = GpuSampling()
     gpu_idle: IdleRule | None = None
+    # A JSON file of final metrics the stage's command writes itself (relative to the trial
+    # directory), folded into the trial's metrics when the task ends; metrics.json when unset.
+    metrics_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a sweep optimises: a metric a stage reports (`test_accuracy`, or `eval.test_accuracy`
+    where two stages report the same name) and whether more is better."""
+
+    metric: str
+    mode: str = "max"  # "max" or "min"
+
+    @property
+    def sign(self) -> float:
+        return 1.0 if self.mode == "max" else -1.0
+
+
+@dataclass(frozen=True)
+class MlflowTracking:
+    """`tracking: {mlflow: ...}`: log the campaign to MLflow as its tasks finish (the monitor)."""
+
+    uri: str | None = None  # None: an SQLite store beside the runs directory
+    experiment: str | None = None  # None: the slurmflow experiment's name
 
 
 @dataclass(frozen=True)

@@ -245,6 +245,11 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     from slurmflow.monitoring.status import to_dict
 
     store = _store(args)
+    if getattr(args, "gantt", False):
+        from slurmflow.cli.results import gantt
+
+        gantt(store, args.via, console, args.limit)
+        return 0
     backend = schedulers.of_run(store, args.via)
     if args.json:
         print(json.dumps(to_dict(campaign(store, backend), tasks=args.tasks), indent=2))

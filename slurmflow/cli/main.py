@@ -13,6 +13,7 @@ from rich.console import Console
 from slurmflow._version import __version__
 from slurmflow.cli import args as cliargs
 from slurmflow.cli import commands
+from slurmflow.cli import results as results_cli
 from slurmflow.errors import CommandError, CommandNotFound, SlurmflowError, SlurmNotConfigured
 from slurmflow.run import schedulers
 
@@ -153,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--watch", action="store_true", help="a live dashboard until the run ends")
     status.add_argument("--interval", type=cliargs.seconds, default=5.0, help="seconds between refreshes with --watch")
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    status.add_argument(
+        "--gantt", action="store_true", help="a timeline of every task attempt: pending, running, requeued, final state"
+    )
+    status.add_argument("--limit", type=cliargs.whole(1), default=40, help="rows of --gantt (default 40)")
     status.set_defaults(func=commands.cmd_status)
 
     cancel = sub.add_parser(
@@ -229,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     supervise.add_argument("run_dir", metavar="RUN_DIR")
     supervise.set_defaults(func=commands.cmd_supervise)
     add_parsers(sub, lambda via: schedulers.slurm(via))
+    results_cli.add_parsers(sub)
     return parser
 
 

@@ -27,11 +27,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from slurmflow.errors import UsageError
-from slurmflow.experiment import appargs, trialcfg
+from slurmflow.experiment import appargs, objective, trialcfg
 from slurmflow.experiment.appargs import hydra_value
 from slurmflow.experiment.stages import NAME, parse_stage
 from slurmflow.experiment.sweep import Axis
-from slurmflow.model import Stage
+from slurmflow.model import MlflowTracking, Objective, Stage
 
 __all__ = ["Experiment", "load", "parse_overrides", "parse_stage", "to_yaml", "trial_config", "validate_trials"]
 
@@ -48,6 +48,8 @@ class Experiment:
     stages: Mapping[str, Stage]
     config: Any  # the base DictConfig (sweep keys at their defaults), without its hydra node
     hydra: HydraSettings = field(default_factory=lambda: HydraSettings())
+    objectives: tuple[Objective, ...] = ()
+    tracking: MlflowTracking | None = None
 
 
 # Hydra's own defaults of what an experiment may set under hydra: (hydra/config.yaml).
@@ -341,7 +343,18 @@ def load(config_dir: Path, config_name: str, overrides: Sequence[str]) -> Experi
     name = raw.get("name") or config_name
     if not isinstance(name, str) or not NAME.match(unicodedata.normalize("NFC", name)) or not name.isascii():
         raise UsageError(f"name: {name!r} must be up to 64 letters, digits, _ and -, starting with a letter")
-    return Experiment(name, config_dir, config_name, tuple(b for b in base if b), axes, stages, cfg, settings)
+    return Experiment(
+        name,
+        config_dir,
+        config_name,
+        tuple(b for b in base if b),
+        axes,
+        stages,
+        cfg,
+        settings,
+        objective.objectives(raw.get("objective")),
+        objective.tracking(raw.get("tracking")),
+    )
 
 
 # Resolvers whose values exist only in the job: at plan time each gives its default, or this.

@@ -97,6 +97,21 @@ class StageIn(_Shape, frozen=True):
     checkpoint: bool | CheckpointIn | None = None
     gpu_sampling: bool | GpuSamplingIn | None = None
     gpu_idle: bool | GpuIdleIn | None = None
+    metrics_file: str | None = None
+
+
+class ObjectiveIn(_Shape, frozen=True):
+    metric: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][\w./-]*$")]
+    mode: Literal["max", "min"] = "max"
+
+
+class MlflowIn(_Shape, frozen=True):
+    uri: str | None = None  # a tracking URI; unset: an SQLite store beside the runs directory
+    experiment: str | None = None  # the MLflow experiment; unset: the slurmflow experiment's name
+
+
+class TrackingIn(_Shape, frozen=True):
+    mlflow: MlflowIn | None = None
 
 
 # Slurm stores association limits as 32-bit counts (INFINITE is 2^32 - 1).

@@ -212,4 +212,15 @@ def parse_stage(name: str, body: object) -> Stage:
         checkpoint=checkpoint(raw.checkpoint, f"{where}.checkpoint"),
         gpu=gpu_sampling(raw.gpu_sampling, f"{where}.gpu_sampling"),
         gpu_idle=gpu_idle(raw.gpu_idle, f"{where}.gpu_idle"),
+        metrics_file=metrics_file(raw.metrics_file, f"{where}.metrics_file"),
     )
+
+
+def metrics_file(path: str | None, where: str) -> str | None:
+    """A path inside the trial directory: relative, without '..'."""
+    if path is None:
+        return None
+    parts = path.replace("\\", "/").split("/")
+    if not path or path.startswith("/") or ".." in parts:
+        raise UsageError(f"{where}: {path!r} must be a path inside the trial directory (relative, no '..')")
+    return path

@@ -41,6 +41,7 @@ from slurmflow.errors import SlurmflowError, UsageError
 from slurmflow.experiment import appargs, trialcfg
 from slurmflow.fsio import write_atomic, write_json_atomic
 from slurmflow.model import Plan, Stage
+from slurmflow.rundir import metrics
 from slurmflow.rundir.events import GpuIdle
 from slurmflow.rundir.store import RunStore
 from slurmflow.slurm.runner import Child, SubprocessRunner, run_child
@@ -253,7 +254,17 @@ def _kill_if_running(child: Child) -> None:
         child.kill()
 
 
+def _pick_up_metrics(p: Prepared) -> None:
+    """A metrics file the command wrote itself (the stage's metrics_file, or metrics.json), as
+    the stage's final metrics (rundir/metrics.py)."""
+    where = Path(p.env.get("SLURMFLOW_TRIAL_DIR") or p.env["SLURMFLOW_WORKDIR"])
+    started = p.status.get("started")
+    since = float(started) if isinstance(started, (int, float)) else 0.0
+    metrics.pick_up(where, p.stage.name, where / (p.stage.metrics_file or "metrics.json"), since, p.env)
+
+
 def _finish(p: Prepared, code: int, result: object = None) -> None:
+    _pick_up_metrics(p)
     p.status.update(state="completed" if code == 0 else "failed", exit_code=code, ended=p.clock())
     if result is not None:
         p.status["result"] = repr(result)[:2000]

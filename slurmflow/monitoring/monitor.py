@@ -23,6 +23,7 @@ from slurmflow.errors import CommandError
 from slurmflow.model import JobNode, Plan
 from slurmflow.monitoring import policy
 from slurmflow.monitoring.rewire import resubmit, rewired_dependency, stuck, task_keys
+from slurmflow.results import tracking
 from slurmflow.rundir.events import (
     Action,
     ActionFailed,
@@ -59,6 +60,7 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
                 run.task(node, index, key, info)
     run.resubmit_out_of_memory()
     done = not run.actions and bool(run.jobs) and all(j.state.final for j in run.jobs.values())
+    run.track(done)
     return Tick(tuple(run.actions), done, result.accounting_available)
 
 
@@ -83,6 +85,14 @@ class _Tick:
     def failed(self, task: str, node: str, action: str, exc: CommandError) -> None:
         # One line: the command and Slurm's message (CommandError says both).
         self.record(ActionFailed(task=task, node=node, action=action, why=one_line(exc), t=self.clock()))
+
+    def track(self, done: bool) -> None:
+        """After the tick's own work, where the experiment asks for MLflow (launch.json's
+        `tracking`): what is new, at most every minute and once when the campaign has ended. Never
+        fails the tick, nor holds `done` back: a failure is one `action_failed` line, said once."""
+        warning = tracking.after_tick(self.store, self.backend, done=done, now=self.clock())
+        if warning:
+            self.record(ActionFailed(task="mlflow", node="monitor", action="track", why=warning, t=self.clock()))
 
     def task(self, node: JobNode, index: int | None, key: str, info: JobInfo) -> None:
         if self.rewire(node, index, key, info) or self.lift_begin_time(node, key, info):

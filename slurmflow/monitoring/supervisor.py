@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from slurmflow.backends.local_run import LocalRun, supervise
 from slurmflow.monitoring.monitor import one_line, tick
+from slurmflow.results import tracking
 from slurmflow.rundir.events import TickFailed
 from slurmflow.rundir.store import RunStore
 
@@ -29,4 +30,10 @@ def run(store: RunStore, *, tick_every_s: float = TICK_EVERY_S, clock: Callable[
         except Exception as exc:  # the supervisor outlives a failed tick, as the monitor job does
             store.append(TickFailed(task="supervisor", node="monitor", why=one_line(exc), t=time.time()))
 
-    return supervise(store.local_dir, on_step=on_step)
+    code = supervise(store.local_dir, on_step=on_step)
+    # The engine went idle between ticks: the run's last MLflow tracking (where its experiment asks
+    # for it) is done here. Not a whole tick: a retry decided now would have no supervisor to run it.
+    warning = tracking.after_tick(store, backend, done=True, now=time.time())
+    if warning:
+        store.append(TickFailed(task="mlflow", node="monitor", why=warning, t=time.time()))
+    return code

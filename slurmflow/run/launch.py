@@ -29,7 +29,7 @@ from slurmflow.errors import (
     SubmissionRefused,
     UsageError,
 )
-from slurmflow.experiment import config, sweep, trialcfg
+from slurmflow.experiment import config, objective, sweep, trialcfg
 from slurmflow.model import JobNode, Plan
 from slurmflow.planning import planner
 from slurmflow.run import callables, schedulers
@@ -200,6 +200,8 @@ def write_run(
             # Set by each task on experiment.yaml without Hydra; null: the task composes (trialcfg.py).
             "values": _axis_values(exp),
             "chdir": exp.hydra.chdir,  # hydra.job.chdir: a trial's tasks run in its trial directory
+            "experiment": exp.name,
+            **objective.to_json(exp.objectives, exp.tracking),  # read by results, report and track
         },
     )
     store.write_manifest(sweep.expand(exp.axes))

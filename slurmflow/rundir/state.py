@@ -77,6 +77,7 @@ class RunState:
     moved: dict[Task, str] = field(default_factory=dict)
     # Every job each node's tasks were resubmitted as, in order: `moved` keeps only the latest.
     resubmissions: dict[str, list[str]] = field(default_factory=dict)
+    moves: dict[Task, list[str]] = field(default_factory=dict)  # each task's resubmissions, in order
     mem: dict[str, str] = field(default_factory=dict)  # node -> memory of its latest resubmission
     monitor_jobs: list[str] = field(default_factory=list)  # `monitor --as-job`, each link of the chain
     # Retries of each task so far (requeues, rewires, resubmissions), and per node in all.
@@ -114,6 +115,7 @@ class RunState:
             case Resubmitted():
                 for index in ev.indices:
                     self.moved[(ev.node, index)] = ev.job_id
+                    self.moves.setdefault((ev.node, index), []).append(ev.job_id)
                     self._retry((ev.node, index))
                     if ev.out_of_memory:
                         self.oom[(ev.node, index)] += 1
@@ -155,6 +157,12 @@ class RunState:
     def job_of(self, node: str, index: int | None) -> str | None:
         """The job id now holding a task: its retry's, or the node's original submission."""
         return self.moved.get((node, index)) or self.submitted.get(node)
+
+    def holders(self, node: str, index: int | None) -> list[str]:
+        """Every Slurm id a task has run as, oldest first (`123_4`, then `456_4` after a retry)."""
+        first = self.submitted.get(node)
+        jobs = ([first] if first else []) + self.moves.get((node, index), [])
+        return [j if index is None else f"{j}_{index}" for j in jobs]
 
     def jobs(self, plan: Plan, *, stage: str | None = None, holding: bool = False) -> list[str]:
         """The one answer to "which Slurm jobs belong to this run", in submission order: each node's

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 import stat
 from pathlib import Path
@@ -188,9 +189,10 @@ def test_local_backend_runs_the_demo(
     out = capsys.readouterr().out
     assert code == 0, out
     (run,) = (tmp_path / "runs").iterdir()
-    rows = (run / "results.csv").read_text().splitlines()
-    assert len(rows) == 1 + 4 and all(",ok," in r for r in rows[1:])
-    assert float(rows[1].split(",")[-1]) > 0.9  # the model learned something
+    rows = list(csv.DictReader((run / "results.csv").open()))  # `slurmflow results --csv`, run by the report stage
+    assert len(rows) == 4 and all(r["state"] == "COMPLETED" for r in rows)
+    assert [r["rank"] for r in rows] == ["1", "2", "3", "4"] and float(rows[0]["test_accuracy"]) > 0.9
+    assert (run / "report.html").stat().st_size > 100_000  # plotly.js inlined
     assert '"trials": 4' in (run / "summary.json").read_text()  # the callable stage ran, in the job
 
 

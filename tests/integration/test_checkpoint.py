@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from slurmflow.rundir import metrics
 from slurmflow.slurm.types import JobState
 from tests.integration.test_launch import backend, launch_json, slurmflow, workdir
 from tests.integration.test_monitor import monitor_until_done
@@ -57,7 +58,7 @@ def test_checkpointed_task_resumes_to_the_same_result_and_timeout_is_not_retried
     (trial,) = (run_dir / "trials").iterdir()
     log = (run_dir / "logs" / "train.0" / "0.out").read_text()
     assert "resumed from epoch" in log and "checkpoint saved at epoch" in log
-    got = json.loads((trial / "metrics.json").read_text())
+    got = metrics.read(trial)["train"]  # logged by both attempts: the requeued one logged its epochs again
 
     # The same training, uninterrupted, from the same data.
     ref_dir = workdir / "reference"
@@ -73,6 +74,8 @@ def test_checkpointed_task_resumes_to_the_same_result_and_timeout_is_not_retried
             f"SLURMFLOW_RUN_DIR={run_dir}",
             "--env",
             f"SLURMFLOW_TRIAL_DIR={ref_dir}",
+            "--env",
+            "SLURMFLOW_STAGE=train",
             mini_cluster,
             "/opt/slurmflow/venv/bin/python",
             "jobs/train.py",
@@ -90,7 +93,9 @@ def test_checkpointed_task_resumes_to_the_same_result_and_timeout_is_not_retried
         check=False,
     )
     assert ref.returncode == 0, ref.stderr
-    assert got == json.loads((ref_dir / "metrics.json").read_text())
+    ref_metrics = metrics.read(ref_dir)["train"]
+    assert got.values() == ref_metrics.values() and got.curves == ref_metrics.curves
+    assert sorted(got.curves["loss"]) == list(range(1, EPOCHS + 1))
 
     timed_out = f"{plain['nodes']['train.0']}_0"
     assert backend(mini_cluster).query([timed_out]).by_id()[timed_out].state is JobState.TIMEOUT

@@ -3,6 +3,7 @@ read back from Slurm (squeue/sacct) and from what the jobs wrote."""
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import os
@@ -93,8 +94,8 @@ def test_demo_campaign_end_to_end(mini_cluster: str, workdir: Path) -> None:
     }
     assert len(by_name["train"]) == 6 and all(j.nodes and j.nodes.startswith("gpu") for j in by_name["train"])
     assert by_name["on_failure"][0].reason == "DependencyNeverSatisfied"  # no training failed
-    rows = (run_dir / "results.csv").read_text().splitlines()
-    assert len(rows) == 7 and all(float(r.split(",")[-1]) > 0.9 for r in rows[1:])
+    rows = list(csv.DictReader((run_dir / "results.csv").open()))  # `slurmflow results --csv` in the report stage
+    assert len(rows) == 6 and all(r["state"] == "COMPLETED" and float(r["test_accuracy"]) > 0.9 for r in rows)
     assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700 and run_dir.stat().st_uid == 2001
     # The callable stage went through submitit, with the planner's dependency on its sbatch line.
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -244,8 +245,8 @@ def test_editing_the_config_after_launch_does_not_reach_pending_jobs(mini_cluste
     jobs = wait_final(mini_cluster, list(doc["nodes"].values()))
     assert all(j.state is not JobState.FAILED for j in jobs.values())
     run_dir = Path(str(doc["run_dir"]))
-    metrics = [json.loads(p.read_text()) for p in run_dir.glob("trials/*/metrics.json")]
-    assert sorted(m["seed"] for m in metrics) == [0, 1] and {m["epochs"] for m in metrics} == {7}
+    evals = [json.loads(p.read_text()) for p in run_dir.glob("trials/*/eval.json")]
+    assert len(evals) == 2 and {e["epochs"] for e in evals} == {7}
 
 
 @pytest.mark.smoke
