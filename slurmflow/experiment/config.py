@@ -135,7 +135,13 @@ def _axis(ov: Override, config_dir: Path) -> Axis:
         typed = None if group else tuple(_plain(e) for e in elements)
     if not values:
         raise UsageError(f"sweep {key}: yields no values; give at least one")
-    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    seen: set[str] = set()
+    twice = None
+    for v in values:  # one pass, with a set: a sweep of 100,000s of values
+        if v in seen:
+            twice = v
+            break
+        seen.add(v)
     if twice is not None:
         raise UsageError(f"sweep {key}: the value {twice} is given twice: two trials would be the same one")
     prefix = "++" if ov.is_force_add() else "+" if ov.is_add() else ""

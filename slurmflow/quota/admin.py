@@ -8,7 +8,7 @@ import shlex
 from dataclasses import dataclass
 
 from slurmflow.backends.slurm_cli import SlurmCLI
-from slurmflow.errors import NotPermitted, SlurmflowError
+from slurmflow.errors import NotPermitted, SlurmflowError, UsageError
 from slurmflow.quota import file as quota
 from slurmflow.slurm.accounting import admin_refusal, is_admin
 
@@ -40,7 +40,15 @@ class Proposal:
 
 def propose(path: str, backend: SlurmCLI) -> Proposal:
     declared = quota.load(path)
-    changes = quota.diff(declared, backend.associations(declared.cluster), backend.qos_names())
+    assocs = backend.associations(declared.cluster)
+    if declared.cluster and not assocs and backend.associations():
+        # Every account would read "no such account" when the file names a cluster this
+        # accounting does not hold: the cluster is what is wrong.
+        raise UsageError(
+            f"cluster: {declared.cluster!r}: Slurm's accounting holds no association on that cluster: "
+            "fix its name (sacctmgr show cluster) or leave cluster out"
+        )
+    changes = quota.diff(declared, assocs, backend.qos_names())
     return Proposal(path, declared, changes, quota.commands(changes, declared.cluster))
 
 
