@@ -231,10 +231,11 @@ def _replace(t: TrialResult, **kw: Any) -> TrialResult:
 # --- reading a run --------------------------------------------------------------------------------
 
 
-def _status_attempt(path: Path, job_id: str) -> tuple[Attempt | None, int | None]:
+def _status_attempt(path: str, job_id: str) -> tuple[Attempt | None, int | None]:
     """A task's status file (job/task.py) as an attempt, where the scheduler cannot say."""
     try:
-        doc = json.loads(path.read_text())
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
     except (OSError, ValueError):
         return None, None
     names = {
@@ -291,7 +292,7 @@ def collect(
     sampled = [t for t in usage.tasks if t.summary and t.summary.samples] if usage else []
     used = {(t.node, t.trial): t.summary.gpu_hours_used for t in sampled if t.summary}
 
-    def task(node_key: str, stage: str, index: int | None, trial: int | None, status: Path) -> TaskResult:
+    def task(node_key: str, stage: str, index: int | None, trial: int | None, status: str) -> TaskResult:
         holders = state.holders(node_key, index)
         if not holders:
             return TaskResult(stage, node_key, trial, "-", NOT_SUBMITTED)
@@ -312,18 +313,19 @@ def collect(
     trials_of: dict[int, list[TaskResult]] = {}
     singles: list[TaskResult] = []
     manifest = {t.index: t for t in store.trials()}
+    dirs = {i: str(store.trial_dir(t)) for i, t in manifest.items()}  # strings: 10,000s of paths
     for node in plan.nodes:
         stage = plan.stages[node.stage]
         if node.array:
+            name = f"{stage.name}.status.json"
             for i in range(node.size):
-                trial = manifest[node.offset + i]
-                status = store.trial_dir(trial) / f"{stage.name}.status.json"
-                trials_of.setdefault(trial.index, []).append(task(node.key, stage.name, i, trial.index, status))
+                t = node.offset + i
+                trials_of.setdefault(t, []).append(task(node.key, stage.name, i, t, os.path.join(dirs[t], name)))
         else:
-            status = store.path("stages", stage.name, f"{stage.name}.status.json")
+            status = str(store.path("stages", stage.name, f"{stage.name}.status.json"))
             singles.append(task(node.key, stage.name, None, None, status))
 
-    reported = {i: metrics.read(store.trial_dir(t)) for i, t in manifest.items()}
+    reported = {i: metrics.read(dirs[i]) for i in manifest}
     cols = column_names(reported.values())
     rows = []
     for i, trial in manifest.items():

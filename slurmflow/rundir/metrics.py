@@ -35,7 +35,6 @@ from typing import Any
 import msgspec
 
 METRICS_DIR = "metrics"
-_decoder = msgspec.json.Decoder()
 _warned: list[bool] = []
 
 
@@ -155,69 +154,80 @@ def summary(**metrics: Any) -> None:
 # --- reading ----------------------------------------------------------------------------------
 
 
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    if isinstance(v, str):
-        try:
-            return float(v)  # "nan", "inf"
-        except ValueError:
-            return None
-    return None
+class _Record(msgspec.Struct):
+    """One line of a metrics file: a curve point (step, m) or final values (final)."""
+
+    t: float = 0.0
+    step: int | None = None
+    m: dict[str, float | str] | None = None
+    final: dict[str, float | str] | None = None
 
 
-def _records(path: Path) -> list[dict[str, Any]]:
+_decoder = msgspec.json.Decoder(_Record)
+
+
+def _num(v: float | str) -> float | None:
+    if isinstance(v, float):
+        return v
     try:
-        data = path.read_bytes()
+        return float(v)  # "nan", "inf", "-inf" as written for JSON
+    except ValueError:
+        return None
+
+
+def _records(path: str) -> list[_Record]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError:
         return []
+    try:
+        return _decoder.decode_lines(data)  # the common case: every line whole
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        pass
     out = []
     for line in data.splitlines():
         try:
-            rec = _decoder.decode(line)
-        except msgspec.DecodeError:
-            continue  # a partial last line (a task killed mid-write) or garbage
-        if isinstance(rec, dict):
-            out.append(rec)
+            out.append(_decoder.decode(line))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue  # a partial last line (a task killed mid-write), or a line not ours
     return out
 
 
-def fold(records: Iterable[dict[str, Any]], into: StageMetrics) -> None:
+def fold(records: Iterable[_Record], into: StageMetrics) -> None:
+    curves, final = into.curves, into.final
     for rec in records:
-        if "m" in rec and isinstance(rec["m"], dict):
-            step = rec.get("step")
-            if not isinstance(step, int):
-                continue
-            for name, v in rec["m"].items():
-                x = _num(v)
+        if rec.m is not None and rec.step is not None:
+            for name, v in rec.m.items():
+                x = v if isinstance(v, float) else _num(v)
                 if x is not None:
-                    into.curves.setdefault(name, {})[step] = x
-        elif "final" in rec and isinstance(rec["final"], dict):
-            for name, v in rec["final"].items():
-                x = _num(v)
+                    pts = curves.get(name)
+                    if pts is None:
+                        pts = curves[name] = {}
+                    pts[rec.step] = x
+        elif rec.final is not None:
+            for name, v in rec.final.items():
+                x = v if isinstance(v, float) else _num(v)
                 if x is not None:
-                    into.final[name] = x
+                    final[name] = x
 
 
-def read(directory: Path) -> dict[str, StageMetrics]:
+def read(directory: str | os.PathLike[str]) -> dict[str, StageMetrics]:
     """Every stage's metrics in a trial (or stage) directory: stage -> StageMetrics."""
     try:
-        files = [e for e in os.scandir(directory / METRICS_DIR) if e.name.endswith(".jsonl")]
+        files = [e for e in os.scandir(os.path.join(directory, METRICS_DIR)) if e.name.endswith(".jsonl")]
     except OSError:
         return {}
-    by_stage: dict[str, list[tuple[float, list[dict[str, Any]]]]] = {}
+    by_stage: dict[str, list[tuple[float, list[_Record]]]] = {}
     for entry in files:
-        stage = entry.name.split(".", 1)[0]
-        recs = _records(Path(entry.path))
+        recs = _records(entry.path)
         if recs:
-            first = recs[0].get("t")
-            by_stage.setdefault(stage, []).append((first if isinstance(first, (int, float)) else 0.0, recs))
+            by_stage.setdefault(entry.name.split(".", 1)[0], []).append((recs[0].t, recs))
     out: dict[str, StageMetrics] = {}
     for stage, attempts in by_stage.items():
         m = out[stage] = StageMetrics()
-        for _, recs in sorted(attempts, key=lambda a: a[0]):  # attempts in the order they began
+        attempts.sort(key=lambda a: a[0])  # attempts in the order they began
+        for _, recs in attempts:
             fold(recs, m)
     return out
 
