@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from slurmflow.backends import attempts
 from slurmflow.errors import SlurmError
 from slurmflow.fsio import write_json_atomic
-from slurmflow.slurm import history as slurm_history
 from slurmflow.slurm import text as slurm_text
 from slurmflow.slurm.capabilities import BASELINE, Capabilities
 from slurmflow.slurm.types import (
@@ -183,10 +183,8 @@ class Scheduler:
 
     def history(self, job_ids: Sequence[str]) -> tuple[Attempt, ...]:
         """The scheduler's own records: each task's past attempts, then its current one; ids are
-        read as sacct reads them (slurm_history.select)."""
-        tasks = sorted(self.tasks.values(), key=lambda t: (int(t.array_job_id or t.job_id), t.index or 0))
-        every = (a for t in tasks for a in (*t.attempts, self._attempt(t, t.state, t.finished)))
-        return slurm_history.select((_shifted(a, self.epoch) for a in every), job_ids)
+        read as sacct reads them (attempts.history)."""
+        return attempts.history(self.tasks.values(), job_ids, self.epoch)
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         for t in self._select(job_ids):
@@ -298,14 +296,12 @@ class Scheduler:
         """A running task is ended early (cancel, node failure, requeue)."""
 
     def _requeue(self, t: Task, ended_as: JobState = JobState.REQUEUED) -> None:
-        """Back to the queue; the attempt that ends here is kept, in the state that ended it:
-        REQUEUED for an explicit requeue, NODE_FAIL for a lost node. It keeps its real end where it
-        had ended before (Slurm's accounting would say the requeue time)."""
+        """Back to the queue; the attempt that ends here is kept (attempts.close), in the state that
+        ended it: REQUEUED for an explicit requeue, NODE_FAIL for a lost node."""
         if t.state is JobState.RUNNING:
             self._stop(t)
-        t.attempts.append(self._attempt(t, ended_as, self.now if t.finished is None else t.finished))
+        attempts.close(t, ended_as, self.now)
         t.state, t.node, t.exit_code, t.signal = JobState.PENDING, None, None, None
-        t.submitted, t.finished = self.now, None
         t.restarts += 1
         t.eligible = self.now + self.requeue_delay
         t.reason = "BeginTime"
@@ -420,23 +416,6 @@ class Scheduler:
                 return node
         return None
 
-    def _attempt(self, t: Task, state: JobState, end: float | None) -> Attempt:
-        """The task's current attempt, in scheduler time, as it stands or as it ends in `state`: a
-        node and GPUs if it started, an exit code if it ended."""
-        ran = t.node is not None
-        return Attempt(
-            job_id=t.job_id,
-            state=state,
-            submit=t.submitted,
-            start=t.started if ran else None,
-            end=end,
-            node=t.node,
-            gpus=t.gpus if ran else 0,
-            restart=t.restarts,
-            exit_code=t.exit_code if end is not None else None,
-            signal=t.signal if end is not None else None,
-        )
-
     def _info(self, t: Task) -> JobInfo:
         return JobInfo(
             job_id=t.job_id,
@@ -455,12 +434,3 @@ class Scheduler:
             restarts=t.restarts,
             cancelled_by=t.cancelled_by,
         )
-
-
-def _shifted(a: Attempt, by: float) -> Attempt:
-    """An attempt's times moved from scheduler time to epoch seconds."""
-
-    def at(t: float | None) -> float | None:
-        return None if t is None else t + by
-
-    return replace(a, submit=at(a.submit), start=at(a.start), end=at(a.end))

@@ -15,9 +15,9 @@ from mlflow.tracking import MlflowClient
 
 from slurmflow.errors import UsageError
 from slurmflow.model import Plan
-from slurmflow.results import tracking
+from slurmflow.results import mlflow_sync, tracking
 from slurmflow.results.collect import RunResults, TrialResult
-from slurmflow.results.tracking import TAG_CHUNK, Marker, digest, key, missing, mlflow_status, new_points, points
+from slurmflow.results.mlflow_sync import TAG_CHUNK, Marker, digest, key, missing, mlflow_status, new_points, points
 from slurmflow.rundir.store import RunStore
 
 
@@ -99,15 +99,15 @@ def results(root: Path, launch: dict[str, Any]) -> RunResults:
 
 def test_the_store_is_sqlite_beside_the_runs_directory_unless_told(tmp_path: Path) -> None:
     run = results(tmp_path / "runs" / "r1", {"tracking": None})
-    uri, artifacts, name = tracking.where(run, None, None)
+    uri, artifacts, name = mlflow_sync.where(run, None, None)
     assert uri == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}" and name == "exp"
     assert artifacts == (tmp_path / "runs" / "mlflow-artifacts").as_uri()
-    assert tracking.where(run, "http://mlflow:5000", "other") == ("http://mlflow:5000", None, "other")
+    assert mlflow_sync.where(run, "http://mlflow:5000", "other") == ("http://mlflow:5000", None, "other")
 
 
 def test_a_relative_store_the_experiment_names_is_where_it_was_launched(tmp_path: Path) -> None:
     launch = {"cwd": str(tmp_path / "proj"), "tracking": {"mlflow": {"uri": "sqlite:///ml/t.db", "experiment": "e"}}}
-    uri, artifacts, name = tracking.where(results(tmp_path / "runs" / "r1", launch), None, None)
+    uri, artifacts, name = mlflow_sync.where(results(tmp_path / "runs" / "r1", launch), None, None)
     assert (uri, name) == (f"sqlite:///{tmp_path / 'proj' / 'ml' / 't.db'}", "e")
     assert artifacts == (tmp_path / "proj" / "ml" / "mlflow-artifacts").as_uri()
 
