@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slurmflow.errors import UsageError
-from slurmflow.results.collect import RunResults, collect
+from slurmflow.results.collect import NOT_SUBMITTED, RunResults, collect
 from slurmflow.results.mlflow_sync import (
     TERMINAL,
     Marker,
@@ -40,6 +40,7 @@ from slurmflow.results.mlflow_sync import (
     digest,
     file_stamp,
     missing,
+    mlflow_status,
     new_points,
     read_json,
     trial_want,
@@ -257,15 +258,20 @@ def after_tick(
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     said = [str(s) for s in state.get("said") or ()]
     warning = None
+    ended = False
     try:
-        track(collect(store, backend, gpu=False))
+        results = collect(store, backend, gpu=False)
+        track(results)
         said = []
+        # Final only when what was tracked had ended too: the caller's view and the scheduler's
+        # records may be a moment apart, and nothing tracks a run again once it is final.
+        ended = all(mlflow_status(t.state) != "RUNNING" or t.state == NOT_SUBMITTED for t in results.tasks)
     except Exception as exc:  # anything at all: tracking must never fail the monitor's tick
         text = " ".join(str(exc).split())
         why = text if isinstance(exc, UsageError) else f"{type(exc).__name__}: {text}"
         warning = None if why in said else f"MLflow tracking failed: {why}"
         said = [*said, why] if warning else said
-    state = {"t": now, "final": done and not said, "said": said}
+    state = {"t": now, "final": done and ended and not said, "said": said}
     with contextlib.suppress(OSError):
         store.write_json(STATE_FILE, state)
     return warning

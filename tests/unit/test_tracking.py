@@ -8,6 +8,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -121,7 +122,8 @@ class Hook:
         self.store.write_json("launch.json", {"tracking": tracking_doc})
         self.calls = 0
         self.error: Exception | None = None
-        monkeypatch.setattr(tracking, "collect", lambda *_a, **_k: None)
+        # A campaign whose every task has ended (no task at all): what `final` needs besides `done`.
+        monkeypatch.setattr(tracking, "collect", lambda *_a, **_k: SimpleNamespace(tasks=[]))
         monkeypatch.setattr(tracking, "track", self.track)
 
     def track(self, *_a: object, **_k: object) -> None:
