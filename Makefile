@@ -11,7 +11,7 @@ help:
 	@echo "make test         install everything, lint, type-check, start the cluster, run every test"
 	@echo "make unit         the fast tiers only (no cluster)"
 	@echo "make matrix       the contract and smoke tiers on the other Slurm versions (MATRIX=\"22.05 26.05\")"
-	@echo "make bench        planning, GPU sampler, launch, monitor and cluster benchmarks (against baselines)"
+	@echo "make bench        planning, GPU sampler, results, launch, monitor and cluster benchmarks (against baselines)"
 	@echo "make cluster-down remove the cluster container"
 
 $(BIN)/slurmflow: pyproject.toml
@@ -88,6 +88,7 @@ integration: install cluster-up
 bench: install cluster-up
 	$(BIN)/python bench/plan_bench.py
 	$(BIN)/python bench/gpu_bench.py
+	$(BIN)/python bench/results_bench.py
 	@mkdir -p $(CURDIR)/.mini/bench && chmod 1777 $(CURDIR)/.mini/bench
 	$(CLUSTER) exec -u bob bash -c 'cd $(CURDIR)/.mini/bench && /opt/slurmflow/venv/bin/python /src/bench/launch_bench.py'
 	$(CLUSTER) exec -u bob bash -c 'cd $(CURDIR)/.mini/bench && /opt/slurmflow/venv/bin/python /src/bench/monitor_bench.py'

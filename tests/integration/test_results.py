@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,21 +81,37 @@ def test_results_report_and_track_of_a_campaign_with_a_failure_and_a_requeue(
     mini_cluster: str, workdir: Path, tmp_path: Path
 ) -> None:
     faulty_demo(workdir)
-    doc = launch_json(mini_cluster, workdir, "experiment=faulty", "seed=range(3)", "model.lr=0.3", "model.epochs=8")
+    # 8 epochs of 0.25 s: each training runs past a second (sacct counts whole seconds; GPU-hours > 0).
+    doc = launch_json(
+        mini_cluster,
+        workdir,
+        "experiment=faulty",
+        "seed=range(3)",
+        "model.lr=0.3",
+        "model.epochs=8",
+        "model.epoch_sleep=0.25",
+    )
     run_id, run_dir = str(doc["run_id"]), Path(str(doc["run_dir"]))
     actions = monitor_until_done(mini_cluster, workdir, run_id, timeout=400)
     assert any(a["event"] == "requeued" for a in actions), actions
 
-    done = slurmflow(mini_cluster, workdir, "results", run_id, "--runs-dir", "runs", "--json")
-    assert done.returncode == 0, done.stderr
-    res: dict[str, Any] = json.loads(done.stdout)
+    # Accounting records a job a few seconds after it ends: read until it shows trial 2's two attempts.
+    deadline = time.monotonic() + 60
+    while True:
+        done = slurmflow(mini_cluster, workdir, "results", run_id, "--runs-dir", "runs", "--json")
+        assert done.returncode == 0, done.stderr
+        res: dict[str, Any] = json.loads(done.stdout)
+        by_trial = {r["trial"]: r for r in res["trials"]}
+        if (by_trial[2]["retries"] >= 1 and by_trial[2]["state"] == "COMPLETED") or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     rows = {r["trial"]: r for r in res["trials"]}
     assert res["runs"][0]["times_from"] == "accounting"
     # Ranked by the objective (test_accuracy, max): the two finished trials, best first; the failed one unranked.
     ranked = [r for r in res["trials"] if r["rank"] is not None]
     assert [r["trial"] for r in ranked] == sorted((0, 2), key=lambda i: -rows[i]["test_accuracy"])
     assert rows[1]["state"] == "FAILED" and rows[1]["rank"] is None and rows[1].get("test_accuracy") is None
-    assert rows[2]["retries"] == 1 and rows[0]["retries"] == 0
+    assert rows[2]["retries"] == 1 and rows[0]["retries"] == 0, rows
     for i in (0, 2):  # figures equal the jobs' own files: eval.json (picked up) and train's summary
         trial = run_dir / "trials" / str(i)
         assert rows[i]["test_accuracy"] == json.loads((trial / "eval.json").read_text())["test_accuracy"]
