@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from slurmflow.results.collect import RunResults
 
 RUNS_ENV = "SLURMFLOW_RUNS_DIR"
-COST = ("elapsed_s", "retries", "gpu_hours_allocated", "gpu_hours_used", "gpu_efficiency")  # results.table.COST
 STATE_STYLE = {
     "COMPLETED": "green",
     "RUNNING": "blue",
@@ -168,6 +167,8 @@ def fit(t: results_table.Table, rows: list[dict[str, Any]], width: int) -> tuple
     parameters that differ and the objectives always; then retries, time, the other metrics and
     GPU figures while they fit. Columns with nothing to show (GPU figures of a run without GPUs)
     go first. Returns (shown, left out)."""
+    from slurmflow.results.table import COST
+
     cols = [c for c in t.columns if any(r.get(c) not in (None, 0, 0.0) for r in rows) or c not in COST]
     cols = [c for c in cols if c != "retries"] + (["retries"] if "retries" in t.columns else [])
     must = [c for c in cols if c in ("run", "rank", "trial", "state") or c.startswith("param.") or c in t.objectives]
@@ -330,7 +331,7 @@ def cmd_track(args: argparse.Namespace, console: Console) -> int:
     run = _collect(store, args)
     done = tracking.track(run, uri=args.uri, experiment=args.experiment)
     if args.json:
-        print(json.dumps(done.to_dict() if hasattr(done, "to_dict") else vars(done), indent=2, default=str))
+        print(json.dumps(done.to_dict(), indent=2, default=str))
     else:
         console.print(str(done))
     return 0

@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -201,13 +201,13 @@ def rank(trials: list[TrialResult], objectives: Sequence[Objective], cols: Seque
     rest: list[TrialResult] = []
     for t in trials:
         values = tuple(t.metrics.get(c) if c else None for c in cols)
-        t = _replace(t, objective=values)
+        t = replace(t, objective=values)
         ok = objectives and t.state == "COMPLETED" and all(v is not None and not math.isnan(v) for v in values)
         (scored if ok else rest).append(t)
     scored.sort(
         key=lambda t: (*tuple(-o.sign * (v or 0.0) for o, v in zip(objectives, t.objective, strict=True)), t.index)
     )
-    return [_replace(t, rank=i + 1) for i, t in enumerate(scored)] + sorted(rest, key=lambda t: t.index)
+    return [replace(t, rank=i + 1) for i, t in enumerate(scored)] + sorted(rest, key=lambda t: t.index)
 
 
 def pareto(trials: Sequence[TrialResult], objectives: Sequence[Objective]) -> set[int]:
@@ -220,12 +220,6 @@ def pareto(trials: Sequence[TrialResult], objectives: Sequence[Objective]) -> se
         if not any(all(x >= y for x, y in zip(b, a, strict=True)) and b != a for b in signed.values()):
             front.add(t.index)
     return front
-
-
-def _replace(t: TrialResult, **kw: Any) -> TrialResult:
-    from dataclasses import replace
-
-    return replace(t, **kw)
 
 
 # --- reading a run --------------------------------------------------------------------------------
@@ -255,7 +249,8 @@ def history(
     """Slurm task id -> its attempts, oldest first, and where they came from."""
     if backend is None:
         return {}, "task status files"
-    jobs = [j for j in state.jobs(plan) if j not in set(state.monitor_jobs)]
+    monitor = set(state.monitor_jobs)
+    jobs = [j for j in state.jobs(plan) if j not in monitor]
     try:
         found = backend.history(jobs) if jobs else ()
     except SlurmflowError:
@@ -268,8 +263,8 @@ def history(
     return out, "local engine" if isinstance(backend, LocalRun) else "accounting"
 
 
-def load_objectives(store: RunStore) -> tuple[Objective, ...]:
-    launch = store.read_json("launch.json")
+def load_objectives(launch: Mapping[str, Any]) -> tuple[Objective, ...]:
+    """The experiment's objectives, as launch.json keeps them."""
     return tuple(Objective(o["metric"], o.get("mode", "max")) for o in launch.get("objective") or ())
 
 
@@ -286,7 +281,7 @@ def collect(
     plan = store.plan()
     state = store.state()
     launch = store.read_json("launch.json")
-    objs = tuple(objectives) if objectives is not None else load_objectives(store)
+    objs = tuple(objectives) if objectives is not None else load_objectives(launch)
     attempts, source = history(store, state, plan, backend)
     usage = _gpu(store) if gpu and any(s.resources.gpus for s in plan.stages.values()) else None
     sampled = [t for t in usage.tasks if t.summary and t.summary.samples] if usage else []

@@ -179,7 +179,6 @@ def _logs(results: RunResults, tasks: Sequence[TaskResult]) -> dict[str, Path]:
 
 
 def campaign_want(results: RunResults) -> Want:
-    launch = read_json(results.root / "launch.json")
     prov = results.provenance
     commit = (prov.get("git") or {}).get("commit")
     tags = {
@@ -201,7 +200,7 @@ def campaign_want(results: RunResults) -> Want:
     files = _logs(results, results.singles)
     if (results.root / "experiment.yaml").is_file():
         files["experiment.yaml"] = results.root / "experiment.yaml"
-    params = _params(launch.get("base_overrides") or ())
+    params = _params(results.base_overrides)
     return Want(results.run_id, tags, params, {}, files, state, results.tasks, results.now)
 
 
