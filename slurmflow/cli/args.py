@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
+
+RUNS_ENV = "SLURMFLOW_RUNS_DIR"
+
+
+def runs_dir(p: argparse.ArgumentParser, *, via: bool = True) -> None:
+    """--runs-dir (and --via) of every command that reads runs."""
+    p.add_argument(
+        "--runs-dir",
+        default=os.environ.get(RUNS_ENV, "runs"),
+        help=f"where run directories are (${RUNS_ENV}, or ./runs)",
+    )
+    if via:
+        p.add_argument("--via", metavar="COMMAND", default=None, help="prefix for Slurm commands")
 
 
 def whole(low: int) -> Callable[[str], int]:

@@ -18,7 +18,7 @@ from slurmflow.errors import CommandError, CommandNotFound, SlurmflowError, Slur
 from slurmflow.run import schedulers
 
 PREFIX_ENV = schedulers.PREFIX_ENV
-RUNS_ENV = "SLURMFLOW_RUNS_DIR"
+RUNS_ENV = cliargs.RUNS_ENV
 
 
 def _experiment_args(p: argparse.ArgumentParser) -> None:
@@ -74,8 +74,7 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN", help="run id (in --runs-dir) or run directory")
-    p.add_argument("--runs-dir", default=os.environ.get(RUNS_ENV, "runs"), help="where run directories are")
-    p.add_argument("--via", metavar="COMMAND", default=None, help="prefix for Slurm commands")
+    cliargs.runs_dir(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         "GPU-hours used against allocated, and the idle-GPU rules that fired.",
     )
     gpu.add_argument("run", metavar="RUN", help="run id (in --runs-dir) or run directory")
-    gpu.add_argument("--runs-dir", default=os.environ.get(RUNS_ENV, "runs"), help="where run directories are")
+    cliargs.runs_dir(gpu, via=False)
     gpu.add_argument("--plot", metavar="FILE", default=None, help="also write plots: FILE.png or FILE.html")
     gpu.add_argument("--all", action="store_true", help="every task in the table (default: the first 50)")
     gpu.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -227,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument(
         "task", metavar="TRIAL", type=cliargs.whole(0), nargs="?", help="trial index, for per-trial stages"
     )
-    logs.add_argument("--runs-dir", default=os.environ.get(RUNS_ENV, "runs"), help="where run directories are")
+    cliargs.runs_dir(logs, via=False)
     logs.set_defaults(func=commands.cmd_logs)
     # The supervisor of a local run, started detached by the local engine; not for people.
     supervise = sub.add_parser("supervise", description="Run a local run's supervisor (started by slurmflow).")

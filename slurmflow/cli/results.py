@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +13,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from slurmflow.cli import args as cliargs
 from slurmflow.errors import UsageError
 from slurmflow.run import schedulers
 from slurmflow.rundir.store import RunStore
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from slurmflow.results import table as results_table
     from slurmflow.results.collect import RunResults
 
-RUNS_ENV = "SLURMFLOW_RUNS_DIR"
 STATE_STYLE = {
     "COMPLETED": "green",
     "RUNNING": "blue",
@@ -30,13 +29,6 @@ STATE_STYLE = {
     "NOT_SUBMITTED": "dim",
     "CANCELLED": "bright_black",
 }
-
-
-def _runs_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--runs-dir", default=os.environ.get(RUNS_ENV, "runs"), help=f"where run directories are (${RUNS_ENV})"
-    )
-    p.add_argument("--via", metavar="COMMAND", default=None, help="prefix for Slurm commands")
 
 
 def add_parsers(sub: Any) -> None:
@@ -48,7 +40,7 @@ def add_parsers(sub: Any) -> None:
         "Several runs side by side show the parameters that differ.",
     )
     res.add_argument("runs", nargs="+", metavar="RUN", help="run ids (in --runs-dir) or run directories")
-    _runs_dir(res)
+    cliargs.runs_dir(res)
     res.add_argument(
         "--where",
         action="append",
@@ -74,7 +66,7 @@ def add_parsers(sub: Any) -> None:
         help="list the runs in a runs directory: name, time, size, state, best objective",
         description="List the run directories under --runs-dir, newest first, with their state and best trial.",
     )
-    _runs_dir(runs)
+    cliargs.runs_dir(runs)
     runs.add_argument("--json", action="store_true", help="print JSON for scripts")
     runs.set_defaults(func=cmd_runs)
 
@@ -86,7 +78,7 @@ def add_parsers(sub: Any) -> None:
         "table and provenance. No network is needed to open it.",
     )
     rep.add_argument("run", metavar="RUN", help="run id (in --runs-dir) or run directory")
-    _runs_dir(rep)
+    cliargs.runs_dir(rep)
     rep.add_argument("--out", default=None, metavar="FILE", help="where to write it (default: RUN/report.html)")
     rep.add_argument("--serve", action="store_true", help="then serve it on localhost for a browser (Ctrl-C stops)")
     rep.add_argument("--port", type=int, default=0, help="port for --serve (default: a free one)")
@@ -101,7 +93,7 @@ def add_parsers(sub: Any) -> None:
         "Running it again logs only what is new. Needs `pip install 'slurmflow[mlflow]'`.",
     )
     trk.add_argument("run", metavar="RUN", help="run id (in --runs-dir) or run directory")
-    _runs_dir(trk)
+    cliargs.runs_dir(trk)
     trk.add_argument(
         "--uri",
         default=None,
