@@ -49,7 +49,9 @@ class TaskResult:
 
     @property
     def retries(self) -> int:
-        return max(0, len(self.attempts) - 1)
+        """Runs after the first. An attempt that never started is none: on 22.05 a dependent that
+        Slurm cancelled while it pended, and the monitor then revived, keeps a record of its own."""
+        return max(0, sum(1 for a in self.attempts if a.start is not None) - 1)
 
     def elapsed_s(self, now: float) -> float:
         """Time spent running, over every attempt."""

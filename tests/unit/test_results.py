@@ -158,6 +158,13 @@ def test_retries_time_and_gpu_hours_add_up_over_attempts() -> None:
     assert t.gpu_hours_allocated == pytest.approx(20.0 / 3600)
 
 
+def test_an_attempt_that_never_started_is_no_retry() -> None:
+    # 22.05: a dependent cancelled while pending, then revived by the monitor, has two records.
+    never = Attempt("5_0", JobState.REQUEUED, 0.0, None, 4.0, None, 0)
+    ran = Attempt("5_0", JobState.COMPLETED, 4.0, 5.0, 9.0, "n1", 1)
+    assert TaskResult("eval", "eval.0", 0, "5_0", "COMPLETED", (never, ran), gpus=1).retries == 0
+
+
 def results(*trials: TrialResult, run_id: str = "r1") -> RunResults:
     plan = Plan("e", {}, (), len(trials), 0.0, ())
     return RunResults(run_id, "e", Path(run_id), (Objective("acc"),), trials, (), plan, "accounting", 0.0)
