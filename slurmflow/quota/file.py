@@ -187,7 +187,9 @@ def load(path: str) -> QuotaFile:
     except OSError:  # OmegaConf's answer to a file holding a number or a string
         raise UsageError(f"quota file {path}: expected a mapping with `accounts:`") from None
     except OmegaConfBaseException as exc:
-        raise UsageError(f"quota file {path}: {str(exc).splitlines()[0]}") from None
+        # What the resolver said, not the name of the exception it raised (OmegaConf prefixes it).
+        said = re.sub(r"^\w+ raised while resolving interpolation: ", "", str(exc).strip().splitlines()[0])
+        raise UsageError(f"quota file {path}: {said}") from None
     except RecursionError:
         raise UsageError(f"quota file {path}: nested too deeply (or a YAML alias refers to itself)") from None
     return parse_file(doc)
