@@ -6,7 +6,7 @@ Slurm's own types (job states, dependencies, job specs, job info) live in `slurm
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from slurmflow.slurm.types import DepKind
 from slurmflow.slurm.units import time_hours
@@ -141,6 +141,9 @@ class Trial:
     index: int
     id: str
     overrides: tuple[str, ...]
+    # A search trial's typed values ((key, value), ...), set on experiment.yaml in the job without
+    # Hydra; None: the values are the sweep's (launch.json) or the trial is composed.
+    values: tuple[tuple[str, object], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -205,3 +208,41 @@ class Plan:
     def stage_tasks(self, stage: str) -> int:
         """Tasks of one stage over all its chunks (a single job counts 1)."""
         return sum(n.size for n in self.nodes if n.stage == stage)
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """One dimension of a `search:` space, as Hydra's Optuna-sweeper grammar wrote it:
+    `interval(a, b)` (float), `int(interval(a, b))`, `tag(log, ...)`, `range(a, b[, step])`,
+    `choice(...)` or a comma list (categorical). Values are JSON scalars."""
+
+    name: str  # the config key, e.g. model.lr
+    kind: str  # "float" | "int" | "categorical"
+    low: float | None = None
+    high: float | None = None  # inclusive, as Optuna's distributions take it
+    log: bool = False
+    step: float | None = None
+    choices: tuple[str | int | float | bool | None, ...] = ()
+    group: bool = False  # a config-group choice: the trial's config is composed by Hydra
+
+
+@dataclass(frozen=True)
+class Search:
+    """`search:`: an Optuna study run as Slurm arrays, advanced by the monitor (no driver process).
+
+    The objective(s) are the experiment's `objective:`; `batch` trials are kept in flight."""
+
+    params: tuple[SearchParam, ...]
+    n_trials: int
+    batch: int
+    sampler: str = "tpe"  # tpe | cmaes | random | grid | qmc
+    sampler_options: Mapping[str, object] = field(default_factory=dict)
+    pruner: str | None = None  # None | median | successive_halving | hyperband | percentile | nop
+    pruner_options: Mapping[str, object] = field(default_factory=dict)
+    seed: int | None = None
+    storage: str | None = None  # None: SQLite in the run directory; "journal": a journal file there; else a URL
+    study_name: str | None = None  # None: the run id
+    max_gpu_hours: float | None = None
+    deadline_s: float | None = None  # seconds after launch after which no new trial is asked for
+    prune_stage: str | None = None  # the stage whose curve of the objective's metric the pruner reads
+    grace_s: float = 0.0  # a pruned task is cancelled this long after should_stop() turned true

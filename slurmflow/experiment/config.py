@@ -28,10 +28,11 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from slurmflow.errors import UsageError
 from slurmflow.experiment import appargs, objective, trialcfg
+from slurmflow.experiment import search as search_block
 from slurmflow.experiment.appargs import hydra_value
 from slurmflow.experiment.stages import NAME, parse_stage
 from slurmflow.experiment.sweep import Axis
-from slurmflow.model import MlflowTracking, Objective, Stage
+from slurmflow.model import MlflowTracking, Objective, Search, Stage
 
 __all__ = ["Experiment", "load", "parse_overrides", "parse_stage", "to_yaml", "trial_config", "validate_trials"]
 
@@ -50,6 +51,7 @@ class Experiment:
     hydra: HydraSettings = field(default_factory=lambda: HydraSettings())
     objectives: tuple[Objective, ...] = ()
     tracking: MlflowTracking | None = None
+    search: Search | None = None  # `search:`: an Optuna study instead of the sweep (axes is empty)
 
 
 # Hydra's own defaults of what an experiment may set under hydra: (hydra/config.yaml).
@@ -341,7 +343,11 @@ def load(config_dir: Path, config_name: str, overrides: Sequence[str]) -> Experi
         raise UsageError("stages: expected a mapping of stage name -> stage (train: {command: ...})")
     if not stages_raw:
         raise UsageError("stages: the experiment defines no stages; add at least one under stages:")
-    swept = {a.key for a in axes}
+    found = search_block.parse(raw.get("search"), config_dir)
+    objs = objective.objectives(raw.get("objective"))
+    if found is not None:
+        _check_search(found, axes, objs)
+    swept = {a.key for a in axes} | {p.name for p in (found.params if found else ())}
     stages = {
         str(name): parse_stage(str(name), _stage_fields(cfg, str(name), body, swept))
         for name, body in stages_raw.items()
@@ -349,7 +355,7 @@ def load(config_dir: Path, config_name: str, overrides: Sequence[str]) -> Experi
     name = raw.get("name") or config_name
     if not isinstance(name, str) or not NAME.match(unicodedata.normalize("NFC", name)) or not name.isascii():
         raise UsageError(f"name: {name!r} must be up to 64 letters, digits, _ and -, starting with a letter")
-    return Experiment(
+    exp = Experiment(
         name,
         config_dir,
         config_name,
@@ -358,9 +364,40 @@ def load(config_dir: Path, config_name: str, overrides: Sequence[str]) -> Experi
         stages,
         cfg,
         settings,
-        objective.objectives(raw.get("objective")),
+        objs,
         objective.tracking(raw.get("tracking")),
+        found,
     )
+    if found is not None:
+        _check_search_stages(exp)
+    return exp
+
+
+def _check_search(found: Search, axes: Sequence[Axis], objs: Sequence[Objective]) -> None:
+    if axes:
+        key = axes[0].key
+        raise UsageError(
+            f"search: and a sweep of {key} (sweep:, hydra.sweeper.params or the command line) cannot be combined: "
+            f"move {key} into search.params, or drop search:"
+        )
+    if not objs:
+        raise UsageError("search: needs an objective: add objective: {metric: NAME, mode: min} (or max)")
+    if found.pruner not in (None, "nop") and len(objs) > 1:
+        raise UsageError(
+            "search.pruner: Optuna prunes single-objective studies only: drop the pruner or keep one objective"
+        )
+
+
+def _check_search_stages(exp: Experiment) -> None:
+    assert exp.search is not None
+    per_trial = [s.name for s in exp.stages.values() if s.per_trial]
+    if not per_trial:
+        raise UsageError("search: no stage is per_trial: a trial needs at least one (per_trial: true)")
+    stage = exp.search.prune_stage
+    if stage is not None and stage not in per_trial:
+        raise UsageError(
+            f"search.prune_stage: {stage!r} is not a per_trial stage (per_trial stages: {', '.join(per_trial)})"
+        )
 
 
 # Resolvers whose values exist only in the job: at plan time each gives its default, or this.

@@ -249,3 +249,21 @@ def convert(raw: Any, kind: type[T], where: str) -> T:
         return msgspec.convert(raw, kind, strict=True)
     except msgspec.ValidationError as exc:
         raise UsageError(explain(exc, raw, kind, where)) from None
+
+
+# `search:` (experiment/search.py gives the fields their meaning: the params' grammar, durations,
+# the sampler's and pruner's names). A sampler or pruner is a name, or a mapping of `name:` and
+# the keyword arguments of its Optuna class, which are Optuna's to define: hence dict[str, Any].
+class SearchIn(_Shape, frozen=True):
+    params: dict[str, Any]  # config key -> Hydra Optuna-sweeper text, read one by one (paths)
+    n_trials: Positive
+    batch: Positive = 1
+    sampler: str | dict[str, Any] = "tpe"
+    pruner: str | dict[str, Any] | None = None
+    seed: Annotated[int, msgspec.Meta(ge=0, le=4_294_967_295)] | None = None  # numpy's seed range
+    storage: str | None = None
+    study_name: str | None = None
+    max_gpu_hours: Annotated[float, msgspec.Meta(gt=0, le=1e9)] | None = None
+    deadline: str | float | None = None
+    prune_stage: str | None = None
+    grace: str | float = 0
