@@ -18,6 +18,7 @@ _EXPORTS = {
     # in a task: metrics for `slurmflow results`, `report` and `track`
     "log": "slurmflow.rundir.metrics",
     "summary": "slurmflow.rundir.metrics",
+    "should_stop": "slurmflow.rundir.metrics",
     "Backend": "slurmflow.backends.base",
     "FakeSlurm": "slurmflow.backends.fake",
     "LocalSlurm": "slurmflow.backends.local",
@@ -73,7 +74,7 @@ if TYPE_CHECKING:
         SubmissionRefused,
         UsageError,
     )
-    from slurmflow.rundir.metrics import log, summary
+    from slurmflow.rundir.metrics import log, should_stop, summary
     from slurmflow.slurm.runner import (
         FunctionRunner,
         Runner,
@@ -129,5 +130,6 @@ __all__ = [
     "UsageError",
     "__version__",
     "log",
+    "should_stop",
     "summary",
 ]

@@ -339,13 +339,14 @@ def _flock(path: Path, *, blocking: bool = True) -> Iterator[None]:
 def supervise(
     root: Path,
     *,
-    on_step: Callable[[], None] = lambda: None,
+    on_step: Callable[[], bool] = lambda: False,
     step_s: float = STEP_S,
     linger_s: float = LINGER_S,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
     """The supervisor's loop; returns at once when another supervisor holds the run. `on_step`
-    runs between steps, outside the lock (the retry policy's tick)."""
+    runs between steps, outside the lock (the retry policy's tick); while it returns True the
+    supervisor stays, idle engine or not (a search that will submit more trials)."""
     try:
         holder = _flock(root / SUPERVISOR_LOCK, blocking=False)
         holder.__enter__()
@@ -374,8 +375,7 @@ def supervise(
                 st = (root / STATE).stat()
                 seen = (st.st_ino, st.st_mtime_ns, st.st_size)
                 busy = engine.busy
-            on_step()
-            if busy:
+            if on_step() or busy:
                 idle_since = None
             elif idle_since is None:
                 idle_since = time.monotonic()

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,17 +83,28 @@ def _prepare(args: argparse.Namespace, console: Console) -> tuple[Prepared, sche
 
 def _budget(
     args: argparse.Namespace, prep: Prepared, chosen: schedulers.Chosen, console: Console, *, refuse: bool
-) -> list[Fit]:
+) -> tuple[list[Fit], Prepared]:
     """GPU-hours and peak GPUs against what the accounts have left (where the scheduler keeps
-    accounts): a launch that cannot fit is refused unless --force; plan only says so."""
-    from slurmflow.quota.budget import judge
+    accounts): a launch that cannot fit is refused unless --force; plan only says so. A search
+    whose worst case does not fit takes what is left as its GPU-hour budget instead (the
+    Prepared returned carries it)."""
+    import dataclasses
+
+    from slurmflow.quota.budget import for_search, judge
+    from slurmflow.run.search import trial_hours
 
     accounting = chosen.backend.accounting()
     if accounting is None:
-        return []
+        return [], prep
     verdict = judge(prep.plan, accounting, prep.cluster.user)
+    found = prep.experiment.search
+    if found is not None and not args.force:
+        verdict, budget = for_search(verdict, prep.plan, trial_hours(prep.plan.stages)[0], found.max_gpu_hours)
+        if budget != found.max_gpu_hours:
+            capped = dataclasses.replace(found, max_gpu_hours=budget)
+            prep = dataclasses.replace(prep, experiment=dataclasses.replace(prep.experiment, search=capped))
     say_budget(verdict, console, force=args.force, planning=not refuse)
-    return verdict.fits
+    return verdict.fits, prep
 
 
 def say_budget(verdict: Verdict, console: Console, *, force: bool, planning: bool) -> None:
@@ -113,7 +125,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     from slurmflow.cli import views
 
     prep, chosen = _prepare(args, console)
-    fits = _budget(args, prep, chosen, console, refuse=False)
+    fits, prep = _budget(args, prep, chosen, console, refuse=False)
     if args.json:
         doc = {
             "backend": chosen.kind,
@@ -122,6 +134,10 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
             "tasks": prep.plan.tasks(),
             "axes": {a.key: list(a.values) for a in prep.experiment.axes},
         }
+        if prep.experiment.search is not None:  # the plan is its worst case: n_trials, each to its limit
+            from slurmflow.search import space
+
+            doc["search"] = space.to_json(prep.experiment.search)
         if getattr(args, "trials", False):
             doc["trials"] = [{"trial": t.index, "overrides": list(t.overrides)} for t in _trials(prep, 0)]
         print(json.dumps(doc, indent=2))
@@ -152,7 +168,7 @@ def cmd_launch(args: argparse.Namespace, console: Console) -> int:
     from slurmflow.run.launch import launch
 
     prep, chosen = _prepare(args, console)
-    fits = _budget(args, prep, chosen, console, refuse=True)
+    fits, prep = _budget(args, prep, chosen, console, refuse=True)
     store, ids = launch(
         prep,
         chosen,
@@ -166,7 +182,16 @@ def cmd_launch(args: argparse.Namespace, console: Console) -> int:
     code = 0
     if chosen.local is not None and not args.detach:  # the terminal follows the local run to its end
         code = _follow_local(store, ids, console)
-    _report_launch(args, console, store, prep.plan, ids, fits)
+    found = prep.experiment.search
+    # A search's plan grows as trials are asked for: what is submitted now is the run's own plan.
+    _report_launch(args, console, store, store.plan() if found else prep.plan, ids, fits)
+    if found is not None and chosen.local is None and not args.json:
+        asked = store.trial_count()
+        console.print(
+            f"search: {asked} of {found.n_trials} trials asked for ({found.batch} in flight at most); the monitor "
+            f"asks for the rest as trials end: slurmflow monitor {store.run_id} (or --as-job, to log out)",
+            highlight=False,
+        )
     if chosen.local is not None and args.detach and not args.json:
         console.print(f"the run goes on in the background: slurmflow status {store.run_id}", highlight=False)
     return code
@@ -175,17 +200,30 @@ def cmd_launch(args: argparse.Namespace, console: Console) -> int:
 def _follow_local(store: RunStore, ids: dict[str, str], console: Console) -> int:
     from rich.progress import Progress
 
+    from slurmflow.backends import local_run
     from slurmflow.backends.local import exit_code
     from slurmflow.backends.local_run import foreground
     from slurmflow.cli import views
 
     run = schedulers.local_of(store)
+    searching = store.has_search()
     with Progress(console=console, transient=False) as bar:
-        task = bar.add_task("running locally", total=None)
+        task = bar.add_task("searching locally" if searching else "running locally", total=None)
         try:
             jobs = foreground(
                 run, list(ids.values()), lambda done, total: bar.update(task, completed=done, total=total)
             )
+            while searching:  # the supervisor asks for the next trials as trials end: follow them too
+                state = store.state()
+                now = list(state.submitted.values())
+                if state.search_done and set(now) <= {j.base_id for j in jobs}:
+                    break
+                if set(now) <= {j.base_id for j in jobs} and not local_run.supervisor_alive(store.local_dir):
+                    break  # the supervisor has gone: `slurmflow monitor` (or resume) goes on from here
+                if set(now) <= {j.base_id for j in jobs}:
+                    time.sleep(0.2)  # the supervisor's next tick submits the next trials
+                    continue
+                jobs = foreground(run, now, lambda done, total: bar.update(task, completed=done, total=total))
         except KeyboardInterrupt:
             console.print(f"interrupted: run {store.run_id} cancelled (--detach keeps a run going)")
             return 130
@@ -200,11 +238,17 @@ def cmd_supervise(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_resume(args: argparse.Namespace, console: Console) -> int:
-    from slurmflow.run.launch import submit_run
+    from slurmflow.run import search
+    from slurmflow.run.submission import submit_run
 
     store = _store(args)
     before = store.state()
-    ids = submit_run(store, schedulers.of_run(store, args.via), resume=True)
+    backend = schedulers.of_run(store, args.via)
+    if store.has_search():  # a search: its step finishes what was begun
+        search.advance(store, backend)
+        ids = dict(store.state().submitted)
+    else:
+        ids = submit_run(store, backend, resume=True)
     if not args.json:
         console.print(
             f"resumed {store.run_id}: {len(ids) - len(before.submitted)} submission(s) added, "
@@ -250,18 +294,26 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
 
         gantt(store, args.via, console, args.limit)
         return 0
+    from slurmflow.cli.results import study_of
+
     backend = schedulers.of_run(store, args.via)
     if args.json:
-        print(json.dumps(to_dict(campaign(store, backend), tasks=args.tasks), indent=2))
+        doc = to_dict(campaign(store, backend), tasks=args.tasks)
+        study = study_of(store, importances=False)
+        if study is not None:
+            doc["study"] = study.to_dict() if not isinstance(study, str) else {"error": study}
+        print(json.dumps(doc, indent=2))
         return 0
     if not args.watch:
-        console.print(views.status_view(campaign(store, backend), tasks=args.tasks))
+        st = campaign(store, backend)
+        console.print(views.status_view(st, tasks=args.tasks, study=study_of(store, importances=False)))
         return 0
     from rich.live import Live
 
     with Live(console=console, auto_refresh=False) as live:
         for st in watch(store, backend, args.interval):
-            live.update(views.status_view(st, tasks=args.tasks), refresh=True)
+            study = study_of(store, importances=False)
+            live.update(views.status_view(st, tasks=args.tasks, study=study), refresh=True)
     return 0
 
 

@@ -91,9 +91,11 @@ def prepare(
     overrides = list(launch["base_overrides"])
     env = dict(os.environ)
     index: int | None = None
+    trial_values: tuple[tuple[str, object], ...] | None = None
     if node.array:
         index = node.offset + (array_index or 0)
         trial = store.read_trial(index)
+        trial_values = trial.values
         overrides += trial.overrides
         workdir = store.trial_dir(trial)
         env.update(
@@ -121,7 +123,7 @@ def prepare(
         cfg = trialcfg.empty()
         env.pop("SLURMFLOW_CONFIG")
     else:
-        cfg = _trial_config(store, launch, index, overrides)
+        cfg = _trial_config(store, launch, index, overrides, trial_values)
         with job_environ(env):  # ${oc.env:SLURMFLOW_TRIAL_DIR} and the like resolve as in the job
             write_atomic(cfg_path, trialcfg.resolved_yaml(cfg))  # 0600: it may hold ${oc.env:...} values
             if node.array:
@@ -158,9 +160,18 @@ def job_environ(env: dict[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def _trial_config(store: RunStore, launch: dict[str, Any], index: int | None, overrides: list[str]) -> DictConfig:
+def _trial_config(
+    store: RunStore,
+    launch: dict[str, Any],
+    index: int | None,
+    overrides: list[str],
+    trial_values: tuple[tuple[str, object], ...] | None = None,
+) -> DictConfig:
     """The trial's config: experiment.yaml plus its values where the sweep changes only values
-    (trialcfg.py); composed by Hydra from the run's snapshot otherwise."""
+    (trialcfg.py), or a search trial's own values; composed by Hydra from the run's snapshot
+    otherwise."""
+    if trial_values is not None:
+        return trialcfg.build(store.path("experiment.yaml"), list(trial_values))
     axes = launch.get("values")
     if axes is not None:
         values = trialcfg.trial_values([(k, v) for k, v in axes], index) if index is not None else []

@@ -24,6 +24,7 @@ from slurmflow.model import JobNode, Plan
 from slurmflow.monitoring import policy
 from slurmflow.monitoring.rewire import resubmit, rewired_dependency, stuck, task_keys
 from slurmflow.results import tracking
+from slurmflow.run import search
 from slurmflow.rundir.events import (
     Action,
     ActionFailed,
@@ -51,15 +52,25 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
     plan, state = store.plan(), store.state()
     result = backend.query(state.jobs(plan, holding=True))
     run = _Tick(store, backend, plan, state, result.by_id(), clock)
+    pruned = state.pruned_tasks  # a search stopped them: neither failed nor to be retried
     for node in plan.nodes:
         if node.key not in state.submitted:
             continue
         for index, key in zip(range(node.size) if node.array else [None], task_keys(node, state), strict=True):
             info = run.jobs.get(key)
-            if info is not None:
+            if info is not None and key not in pruned:
                 run.task(node, index, key, info)
     run.resubmit_out_of_memory()
-    done = not run.actions and bool(run.jobs) and all(j.state.final for j in run.jobs.values())
+    finished = True
+    if store.has_search():
+        # A search: tell the study what ended, prune, ask for and submit the next trials.
+        # A task this tick requeued still shows how it ended: to the search it is in flight again.
+        again = {a.task for a in run.actions if isinstance(a, Requeued)}
+        seen = {k: v for k, v in run.jobs.items() if k not in again}
+        step = search.advance(store, backend, jobs=seen, clock=clock)
+        run.actions.extend(step.actions)
+        finished = step.finished
+    done = finished and not run.actions and bool(run.jobs) and all(j.state.final for j in run.jobs.values())
     run.track(done)
     return Tick(tuple(run.actions), done, result.accounting_available)
 

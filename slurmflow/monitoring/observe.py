@@ -38,6 +38,8 @@ def campaign(store: RunStore, backend: Backend, clock: Callable[[], float] = tim
         actions=state.actions,  # rundir.state.SHOWN: requeues, rewires, refused actions, idle GPUs, ...
         moved=state.moved,
         unreadable=unreadable,
+        pruned=state.pruned_tasks,
+        searching=store.has_search() and not state.search_done,
     )
 
 

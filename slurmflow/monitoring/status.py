@@ -7,7 +7,7 @@ clock) -> CampaignStatus.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
 from slurmflow.model import Plan
@@ -83,6 +83,11 @@ class TaskRow:
     restarts: int = 0
     log: str | None = None
     signal: int | None = None
+    pruned: bool = False  # a search stopped it (CANCELLED in Slurm): shown PRUNED, not a failure
+
+    @property
+    def shown_state(self) -> str:
+        return "PRUNED" if self.pruned else self.state.name
 
     @property
     def exit(self) -> str:
@@ -128,7 +133,10 @@ def summarise(
     actions: Sequence[Action] = (),
     moved: Mapping[tuple[str, int | None], str] | None = None,
     unreadable: Sequence[int] = (),
+    pruned: Set[str] = frozenset(),
+    searching: bool = False,
 ) -> CampaignStatus:
+    """`searching`: the run's search still asks for trials, so it is not done whatever its tasks."""
     by_id = {j.job_id: j for j in jobs}
     rows: list[TaskRow] = []
     for node in plan.nodes:
@@ -157,13 +165,14 @@ def summarise(
                     info.restarts or 0,
                     log,
                     info.signal,
+                    key in pruned,
                 )
             )
     stages = []
     for stage in plan.stages:
         mine = [r for r in rows if r.stage == stage]
-        counts = Counter(r.state.name for r in mine)
-        failures = tuple(r for r in mine if r.state.final and not r.state.succeeded)
+        counts = Counter(r.shown_state for r in mine)
+        failures = tuple(r for r in mine if r.state.final and not r.state.succeeded and not r.pruned)
         pending = Counter((r.reason or "None").split(",", 1)[0] for r in mine if r.state is JobState.PENDING)
         stages.append(
             StageStatus(stage, len(mine), dict(counts), sum(r.restarts for r in mine), failures, dict(pending))
@@ -193,7 +202,7 @@ def summarise(
         remaining_s=remaining,
         not_submitted=tuple(n.key for n in plan.nodes if n.key not in submitted and n.key not in skipped),
         skipped=tuple(skipped),
-        done=bool(rows) and all(r.state.final for r in rows if r.job_id != "-"),
+        done=not searching and bool(rows) and all(r.state.final for r in rows if r.job_id != "-"),
         notes=tuple(notes),
         actions=tuple(actions),
     )
@@ -239,7 +248,8 @@ def _row(r: TaskRow) -> dict[str, object]:
         "stage": r.stage,
         "job_id": r.job_id,
         "trial": r.trial,
-        "state": r.state.name,
+        "state": r.shown_state,
+        "slurm_state": r.state.name,
         "exit_code": r.exit_code,
         "signal": r.signal,
         "exit": r.exit,

@@ -14,21 +14,28 @@ from slurmflow.rundir.events import TickFailed
 from slurmflow.rundir.store import RunStore
 
 TICK_EVERY_S = 5.0
+SEARCH_TICK_EVERY_S = 1.0  # a search's next trial is asked for by a tick: a GPU idles until then
 
 
 def run(store: RunStore, *, tick_every_s: float = TICK_EVERY_S, clock: Callable[[], float] = time.monotonic) -> int:
     backend = LocalRun(store.local_dir)
     last = clock()
+    # A search asks for its next trials in a tick: the supervisor waits for the search to end.
+    searching = store.has_search()
+    if searching:
+        tick_every_s = min(tick_every_s, SEARCH_TICK_EVERY_S)
 
-    def on_step() -> None:
-        nonlocal last
+    def on_step() -> bool:
+        nonlocal last, searching
         if clock() - last < tick_every_s:
-            return
+            return searching
         last = clock()
         try:
-            tick(store, backend)
+            result = tick(store, backend)
+            searching = searching and not result.done
         except Exception as exc:  # the supervisor outlives a failed tick, as the monitor job does
             store.append(TickFailed(task="supervisor", node="monitor", why=one_line(exc), t=time.time()))
+        return searching
 
     code = supervise(store.local_dir, on_step=on_step)
     # The engine went idle between ticks: the run's last MLflow tracking (where its experiment asks

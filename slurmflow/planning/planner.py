@@ -120,9 +120,12 @@ def plan(
     cluster: ClusterInfo,
     *,
     max_array_size: int | None = None,
+    chunks: Sequence[int] | None = None,
 ) -> Plan:
-    """Build the DAG. `max_array_size` may lower the cluster's limit (never raise it)."""
-    if n_trials < 1:
+    """Build the DAG. `max_array_size` may lower the cluster's limit (never raise it). `chunks`
+    gives the arrays' sizes instead (a search: one array per batch of trials asked for, each
+    within the limit already); with it the plan may have no trials yet."""
+    if n_trials < 1 and chunks is None:
         raise UsageError("sweep: yields no trials; check the sweep values")
     limit = cluster.max_array_size if max_array_size is None else min(max_array_size, cluster.max_array_size)
     order = stage_order(stages)
@@ -136,7 +139,7 @@ def plan(
                     "per_trial (same size); use after_ok or after_any otherwise"
                 )
 
-    sizes = chunk_sizes(n_trials, limit)
+    sizes = chunk_sizes(n_trials, limit) if chunks is None else list(chunks)
     keys: dict[str, list[str]] = {}
     nodes: list[JobNode] = []
     gpu_hours = 0.0

@@ -13,7 +13,7 @@ from slurmflow.errors import SlurmflowError
 from slurmflow.model import Plan
 from slurmflow.planning.limits import submit_room
 from slurmflow.quota.fit import Fit, fit
-from slurmflow.slurm.accounting import Usage
+from slurmflow.slurm.accounting import GPU_TRES, Usage
 
 if TYPE_CHECKING:
     from slurmflow.backends.base import Accounting
@@ -79,3 +79,34 @@ def judge(plan: Plan, accounting: Accounting, user: str | None = None) -> Verdic
         if f.unbounded and f.gpu_hours_left is not None:
             notes.append(f"{', '.join(f.unbounded)} set no time limit: their GPU-hours are not in the estimate")
     return Verdict(fits, refusals, notes)
+
+
+def for_search(
+    verdict: Verdict, plan: Plan, trial_gpu_hours: float | None, cap: float | None
+) -> tuple[Verdict, float | None]:
+    """A search's verdict and GPU-hour budget. A search asks for trials while the budget allows,
+    so a worst case past what an account has left is no refusal: the budget becomes what is left
+    (less the closing stages' share), the tighter of it and `cap` (search.max_gpu_hours). It is
+    refused only when not even one trial's worst case fits. Returns (verdict, budget)."""
+    over = [f for f in verdict.fits if f.over_budget]
+    if not over or not trial_gpu_hours:
+        return verdict, cap
+    tight = min(over, key=lambda f: f.gpu_hours_left or 0.0)
+    closing = max(0.0, tight.gpu_hours - plan.n_trials * trial_gpu_hours)  # the stages after the search
+    left = (tight.gpu_hours_left or 0.0) - closing
+    refusals = [r for r in verdict.refusals if r not in {f.refusal() for f in over}]
+    notes = list(verdict.notes)
+    if left < trial_gpu_hours - 1e-9:
+        refusals.append(
+            f"one trial may take {trial_gpu_hours:.2f} GPU-hours (GPUs x time limit) and {tight.budget_by} has "
+            f"{tight.gpu_hours_left or 0.0:.2f} left (GrpTRESMins {GPU_TRES}), {closing:.2f} of them for the "
+            "stages after the search: shorten time limits, ask your admin for more, or pass --force"
+        )
+        return Verdict(verdict.fits, refusals, notes), cap
+    budget = left if cap is None else min(cap, left)
+    if cap is None or left < cap:
+        notes.append(
+            f"the search's worst case ({tight.gpu_hours:.2f} GPU-hours) is past the {tight.gpu_hours_left or 0.0:.2f} "
+            f"{tight.budget_by} has left: it asks for trials while they fit in {budget:.2f} GPU-hours"
+        )
+    return Verdict(verdict.fits, refusals, notes), budget

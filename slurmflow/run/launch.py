@@ -3,7 +3,6 @@ directory, submit. The CLI is a thin layer over these three steps."""
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import importlib.machinery
 import importlib.metadata
@@ -11,7 +10,6 @@ import importlib.util
 import os
 import platform
 import secrets
-import shlex
 import socket
 import sys
 import time
@@ -20,23 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slurmflow.backends.base import Backend
 from slurmflow.errors import (
     CommandError,
-    ControllerFull,
-    PolicyViolation,
-    SlurmflowError,
-    SubmissionRefused,
     UsageError,
 )
 from slurmflow.experiment import config, objective, sweep, trialcfg
-from slurmflow.model import JobNode, Plan
+from slurmflow.model import Plan, Search
 from slurmflow.planning import planner
-from slurmflow.run import callables, schedulers
-from slurmflow.run.submitter import Context, Progress, submit
+from slurmflow.run import schedulers, search
+from slurmflow.run.submission import context as context
+from slurmflow.run.submission import submit_run as submit_run
+from slurmflow.run.submitter import Progress
 from slurmflow.rundir.store import RunStore, plan_to_dict
+from slurmflow.search import space, study
 from slurmflow.slurm.runner import SubprocessRunner
-from slurmflow.slurm.types import ClusterInfo, JobSpec
+from slurmflow.slurm.types import ClusterInfo
 
 PACKAGES = ("slurmflow", "hydra-core", "omegaconf", "rich", "submitit", "nvidia-ml-py")
 
@@ -65,14 +61,30 @@ def prepare(
             _check_callable(stage.name, stage.callable, cwd or Path.cwd())
         if stage.app is not None:
             _check_app(stage.name, stage.app, cwd or Path.cwd())
-    plan = planner.plan(exp.name, exp.stages, sweep.count(exp.axes), cluster, max_array_size=max_array_size)
-    config.validate_trials(exp, sweep.representatives(exp.axes))
+    # A search is planned at its worst case (every trial asked for runs to its time limit): what
+    # `plan` shows and what the size and quota checks judge. The run's own plan grows per batch.
+    if exp.search:
+        space.check(exp.search, len(exp.objectives))  # the sampler's and pruner's options, built once
+    n = exp.search.n_trials if exp.search else sweep.count(exp.axes)
+    plan = planner.plan(exp.name, exp.stages, n, cluster, max_array_size=max_array_size)
+    config.validate_trials(exp, sweep.representatives(_search_axes(exp.search) if exp.search else exp.axes))
     from slurmflow.planning.limits import size_refusal
 
     refusal = size_refusal(plan.tasks(), max_job_count=cluster.max_job_count, max_tasks=max_tasks)
     if refusal:
         raise UsageError(refusal)
     return Prepared(exp, plan, cluster)
+
+
+def _search_axes(found: Search) -> tuple[sweep.Axis, ...]:
+    """A search space as sweep axes of representative values (each bound, each choice): composing
+    one trial per config-group choice, every other key at a bound, validates every stage command."""
+    axes = []
+    for p in found.params:
+        points = p.choices if p.kind == "categorical" else (p.low, p.high)
+        values = tuple(dict.fromkeys(space.override(p, v).partition("=")[2] for v in points))
+        axes.append(sweep.Axis(p.name, values, group=p.group))
+    return tuple(axes)
 
 
 def _check_callable(stage: str, target: str, cwd: Path) -> None:
@@ -202,10 +214,21 @@ def write_run(
             "chdir": exp.hydra.chdir,  # hydra.job.chdir: a trial's tasks run in its trial directory
             "experiment": exp.name,
             **objective.to_json(exp.objectives, exp.tracking),  # read by results, report and track
+            **(
+                {}
+                if exp.search is None
+                else {"search": space.to_json(exp.search), "max_array_size": prep.cluster.max_array_size}
+            ),
         },
     )
-    store.write_manifest(sweep.expand(exp.axes))
-    store.write_json("plan.json", plan_to_dict(prep.plan))
+    if exp.search is None:
+        store.write_manifest(sweep.expand(exp.axes))
+        store.write_json("plan.json", plan_to_dict(prep.plan))
+    else:  # no trial yet: the first batch is asked for at submission (run/search.py)
+        store.write_manifest(())
+        empty = Plan(prep.plan.experiment, prep.plan.stages, (), 0, 0.0)
+        store.write_json("plan.json", plan_to_dict(search.round_plan(empty, [], final=False)))
+        study.create(store, exp.search, exp.objectives)
     store.write_json("provenance.json", provenance(prep.cluster, cwd, argv, now))
     return store
 
@@ -218,79 +241,6 @@ def _axis_values(exp: config.Experiment) -> list[list[Any]] | None:
             return None
         out.append([axis.key, list(axis.typed)])
     return out
-
-
-def context(store: RunStore, *, hold: bool = False, submitit: bool = False, plan: Plan | None = None) -> Context:
-    launch = store.read_json("launch.json")
-    python, root = launch["python"], str(store.root)
-    plan = plan or store.plan()
-
-    def submit_callable(node: JobNode, spec: JobSpec) -> str:
-        res = plan.stages[node.stage].resources
-        return callables.submit(spec, node, res, run_dir=store.root, python=python, hold=hold)
-
-    def script(node: JobNode) -> str:
-        return f"exec {shlex.quote(python)} -m slurmflow.job {shlex.quote(root)} {shlex.quote(node.key)}"
-
-    return Context(
-        run_id=store.run_id,
-        script=script,
-        logs_dir=str(store.logs_dir),
-        chdir=launch["cwd"],
-        hold=hold,
-        submit_callable=submit_callable if submitit else None,
-    )
-
-
-def submit_run(
-    store: RunStore,
-    backend: Backend,
-    *,
-    resume: bool = False,
-    hold: bool = False,
-    progress: Progress | None = None,
-) -> dict[str, str]:
-    # submitit runs sbatch itself, so it is used only where Slurm's commands run directly.
-    submitit = backend.runs_submitit
-    with store.lock():
-        plan = store.plan()
-        ctx = context(store, hold=hold, submitit=submitit, plan=plan)
-        try:
-            return submit(plan, backend, store, ctx, resume=resume, progress=progress)
-        except SubmissionRefused as exc:
-            if not isinstance(exc.cause, (ControllerFull, PolicyViolation)):
-                raise  # the controller went away: its message says all there is to say
-            raise SubmissionRefused(_refusal(store, plan, backend, exc), node=exc.node, cause=exc.cause) from exc
-
-
-def _refusal(store: RunStore, plan: Plan, backend: Backend, exc: SubmissionRefused) -> str:
-    """The refusal with the limit's numbers, as far as the cluster tells them."""
-    from slurmflow.planning.limits import refusal_message
-
-    node = plan.node(exc.node)
-    config, usages, user, qos_limits = None, [], None, {}
-    acct = backend.accounting()
-    if acct is not None:  # a scheduler that keeps limits says which one refused
-        with contextlib.suppress(SlurmflowError):
-            config = backend.config()
-        with contextlib.suppress(SlurmflowError):
-            usages, user = acct.usage(), acct.whoami()
-        with contextlib.suppress(SlurmflowError):
-            qos_limits = acct.qos_submit_limits()
-    return refusal_message(
-        run_id=store.run_id,
-        node=node.key,
-        tasks=node.size if node.array else 1,
-        submitted=len(store.state().submitted),
-        total=len(plan.nodes),
-        cause=exc.cause,
-        config=config,
-        usages=usages,
-        user=user,
-        account=plan.stages[node.stage].resources.account,
-        qos=plan.stages[node.stage].resources.qos,
-        qos_limits=qos_limits,
-    )
 
 
 def launch(
@@ -311,6 +261,11 @@ def launch(
     store = write_run(prep, runs_dir, cwd=cwd, python=python, argv=argv)
     schedulers.record(store, chosen, via)
     backend = chosen.backend if chosen.local is None else schedulers.local_run(store, chosen.local)
+    if prep.experiment.search is not None:
+        if hold:
+            raise UsageError("--hold: a search submits its trials as they are asked for; launch it without --hold")
+        search.advance(store, backend)  # the first batch; the monitor asks for the rest
+        return store, dict(store.state().submitted)
     return store, submit_run(store, backend, hold=hold, progress=progress)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 
 from slurmflow.backends.base import Backend
@@ -123,11 +123,12 @@ def _last_line(exc: Exception) -> str:
     return text[-1].removeprefix("sbatch: error: ").strip() if text else str(exc)
 
 
-def _outcome(tasks: list[JobInfo]) -> str:
-    """'running' while any task is not final, else 'ok' if all completed, else 'failed'."""
+def _outcome(tasks: list[JobInfo], pruned: Set[str] = frozenset()) -> str:
+    """'running' while any task is not final, else 'ok' if all completed, else 'failed'. A task a
+    search pruned counts as done: its trial was stopped on purpose, nothing failed."""
     if not tasks or not all(t.state.final for t in tasks):
         return "running"
-    return "ok" if all(t.state is JobState.COMPLETED for t in tasks) else "failed"
+    return "ok" if all(t.state is JobState.COMPLETED or t.job_id in pruned for t in tasks) else "failed"
 
 
 def _current_tasks(node: JobNode, state: RunState, by_id: Mapping[str, JobInfo]) -> list[JobInfo]:
@@ -194,7 +195,10 @@ def submit(
         # One batched query for the jobs that hold the run's tasks now: a task the monitor
         # resubmitted (out of memory) or `slurmflow retry` moved is judged by its new job.
         by_id = backend.query(state.jobs(plan, holding=True)).by_id()
-        outcomes = {n.key: _outcome(_current_tasks(n, state, by_id)) for n in plan.nodes if n.key in state.submitted}
+        pruned = state.pruned_tasks
+        outcomes = {
+            n.key: _outcome(_current_tasks(n, state, by_id), pruned) for n in plan.nodes if n.key in state.submitted
+        }
     ids = dict(state.submitted)
     skipped = set(state.skipped)
     for node in plan.nodes:

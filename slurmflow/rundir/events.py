@@ -144,6 +144,38 @@ class RescheduleFailed(TaskEvent, frozen=True, kw_only=True, tag="reschedule_fai
     pass
 
 
+# --- a `search:` study (run/search.py): the study itself is in Optuna's storage ------------------
+
+
+class Asked(TaskEvent, frozen=True, kw_only=True, tag="search_asked"):
+    """Trials the study proposed, written to the manifest and planned as one array node."""
+
+    trials: tuple[int, ...]  # the run's trial numbers (Optuna's trial numbers are in the manifest)
+
+
+class Told(TaskEvent, frozen=True, kw_only=True, tag="search_told"):
+    """A trial's outcome given to the study: COMPLETE with its objective values, FAIL or PRUNED."""
+
+    trial: int
+    state: str
+    values: tuple[float, ...] = ()
+
+
+class Pruned(TaskEvent, frozen=True, kw_only=True, tag="pruned"):
+    """The pruner stopped a trial at `step`: its tasks are cancelled (not failed: no retry, no
+    failure handler) and shown PRUNED. Written before the cancel, which later ticks repeat until
+    Slurm shows the tasks ended."""
+
+    trial: int
+    step: int
+    tasks: tuple[str, ...]  # the Slurm ids of the trial's tasks when it was pruned
+
+
+class SearchDone(TaskEvent, frozen=True, kw_only=True, tag="search_done"):
+    """No trial will be asked for again (n_trials reached, the budget or the deadline): the
+    stages that wait for every trial are planned now."""
+
+
 # --- compute nodes and the user -----------------------------------------------------------------
 
 
@@ -179,6 +211,10 @@ Event: TypeAlias = (
     | RescheduleFailed
     | GpuIdle
     | Cancelled
+    | Asked
+    | Told
+    | Pruned
+    | SearchDone
 )
 KINDS: tuple[type[EventBase], ...] = get_args(Event)
 # The kinds that say what was done to a task and why (every TaskEvent).
@@ -193,6 +229,10 @@ Action: TypeAlias = (
     | TickFailed
     | RescheduleFailed
     | GpuIdle
+    | Asked
+    | Told
+    | Pruned
+    | SearchDone
 )
 
 _encoder = msgspec.json.Encoder()

@@ -151,6 +151,17 @@ def summary(**metrics: Any) -> None:
         w.summary(metrics)
 
 
+PRUNE_MARKER = ".pruned"  # in a trial's directory, written by the search when it prunes the trial
+
+
+def should_stop(trial_dir: str | os.PathLike[str] | None = None) -> bool:
+    """True once a `search:` pruned this trial: its tasks are about to be cancelled (after the
+    search's `grace`), so a job that checks between steps can save and exit cleanly. Always False
+    outside a search trial."""
+    where = trial_dir or os.environ.get("SLURMFLOW_TRIAL_DIR")
+    return where is not None and os.path.exists(os.path.join(where, PRUNE_MARKER))
+
+
 # --- reading ----------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from slurmflow.model import Plan
 from slurmflow.rundir.events import (
     Action,
     ActionFailed,
+    Asked,
     Cancelled,
     ControllerBusy,
     ControllerGone,
@@ -26,6 +27,7 @@ from slurmflow.rundir.events import (
     Intent,
     LaunchComplete,
     MonitorJob,
+    Pruned,
     Refused,
     Released,
     Requeued,
@@ -33,10 +35,12 @@ from slurmflow.rundir.events import (
     RescheduleFailed,
     Resubmitted,
     Rewired,
+    SearchDone,
     Skipped,
     Submitted,
     TaskEvent,
     TickFailed,
+    Told,
 )
 
 Task = tuple[str, int | None]  # (node key, array index; None for a single job)
@@ -52,6 +56,8 @@ SHOWN: tuple[type[TaskEvent], ...] = (
     RescheduleFailed,  # the monitor job's chain ended: Slurm refused its successor
     Resubmitted,
     GpuIdle,
+    Pruned,
+    SearchDone,
 )
 
 
@@ -94,6 +100,16 @@ class RunState:
     actions: list[Action] = field(default_factory=list)  # the SHOWN kinds, in order
     cancelled: set[str] = field(default_factory=set)  # nodes a `slurmflow cancel` covered
     cancelled_jobs: set[str] = field(default_factory=set)
+    # A `search:` study: trials asked for, told (trial -> Optuna state), pruned (trial -> its
+    # Slurm task ids), and whether asking has ended.
+    asked: set[int] = field(default_factory=set)
+    told: dict[int, str] = field(default_factory=dict)
+    pruned: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    search_done: bool = False
+
+    @property
+    def pruned_tasks(self) -> set[str]:
+        return {t for tasks in self.pruned.values() for t in tasks}
 
     def apply(self, ev: Event) -> None:
         """Fold one event in (the reducer's step)."""
@@ -145,6 +161,14 @@ class RunState:
             case Cancelled():
                 self.cancelled.update(ev.nodes)
                 self.cancelled_jobs.update(ev.job_ids)
+            case Asked():
+                self.asked.update(ev.trials)
+            case Told():
+                self.told[ev.trial] = ev.state
+            case Pruned():
+                self.pruned[ev.trial] = ev.tasks
+            case SearchDone():
+                self.search_done = True
             case ControllerBusy() | ControllerGone() | Refused() | RequeueFailed() | TickFailed() | RescheduleFailed():
                 pass  # shown (or logged) only: they change no state
             case _:

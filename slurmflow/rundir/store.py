@@ -24,7 +24,7 @@ from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from slurmflow.errors import UsageError
 from slurmflow.fsio import write_atomic
@@ -145,6 +145,13 @@ def plan_from_dict(doc: Mapping[str, Any]) -> Plan:
     return Plan(doc["experiment"], stages, nodes, doc["n_trials"], doc["gpu_hours"], tuple(doc["gpu_hours_unbounded"]))
 
 
+def _trial(doc: Mapping[str, Any]) -> Trial:
+    values = doc.get("values")
+    return Trial(
+        doc["index"], doc["id"], tuple(doc["overrides"]), None if values is None else tuple((k, v) for k, v in values)
+    )
+
+
 class RunStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -214,6 +221,14 @@ class RunStore:
             self._by_number = not launch.exists() or json.loads(launch.read_text()).get("trial_dirs") == "number"
         return self.root / "trials" / (str(trial.index) if self._by_number else trial.id)
 
+    def has_search(self) -> bool:
+        """Whether the run is a `search:` (its launch.json says so); False for a run directory
+        without one (a launch that stopped before writing it)."""
+        try:
+            return "search" in self.read_json("launch.json")
+        except FileNotFoundError:
+            return False
+
     def write_json(self, name: str, doc: Any) -> Path:
         # Insertion order is meaningful (stages and nodes in plan order): never sort keys.
         return self.write_text(name, json.dumps(doc, indent=2) + "\n")
@@ -252,17 +267,53 @@ class RunStore:
     # --- trial manifest: one JSON line per trial, offsets for O(1) lookup in each task ---------
 
     def write_manifest(self, trials: Iterable[Trial]) -> int:
-        offsets = array("Q")
-        pos = 0
-        with open(self.root / "trials.jsonl", "wb") as out:
-            for t in trials:
-                line = json.dumps({"index": t.index, "id": t.id, "overrides": list(t.overrides)}).encode() + b"\n"
-                offsets.append(pos)
-                out.write(line)
-                pos += len(line)
-        with open(self.root / "trials.idx", "wb") as idx:
-            offsets.tofile(idx)
-        return len(offsets)
+        with open(self.root / "trials.jsonl", "wb") as out, open(self.root / "trials.idx", "wb") as idx:
+            return self._add_trials(trials, out, idx, 0)
+
+    def append_trials(self, trials: Iterable[Trial]) -> int:
+        """Add trials at the end of the manifest (a search's new trials), each line before its
+        offset, so a task reading the manifest meanwhile never sees an offset without its line.
+        A line torn by a crash (no offset yet) is cut off first. Returns the trial count."""
+        with open(self.root / "trials.idx", "r+b") as idx, open(self.root / "trials.jsonl", "r+b") as out:
+            idx.seek(0, os.SEEK_END)
+            count = idx.tell() // array("Q").itemsize
+            idx.truncate(count * array("Q").itemsize)  # a torn offset
+            end = 0
+            if count:
+                idx.seek((count - 1) * array("Q").itemsize)
+                last = array("Q")
+                last.frombytes(idx.read(last.itemsize))
+                out.seek(last[0])
+                end = last[0] + len(out.readline())
+            out.truncate(end)
+            out.seek(end)
+            idx.seek(count * array("Q").itemsize)
+            return count + self._add_trials(trials, out, idx, end)
+
+    @staticmethod
+    def _add_trials(trials: Iterable[Trial], out: IO[bytes], idx: IO[bytes], pos: int) -> int:
+        n = 0
+        for t in trials:
+            doc: dict[str, Any] = {"index": t.index, "id": t.id, "overrides": list(t.overrides)}
+            if t.values is not None:
+                doc["values"] = [[k, v] for k, v in t.values]
+            line = json.dumps(doc).encode() + b"\n"
+            out.write(line)
+            out.flush()
+            idx.write(array("Q", [pos]).tobytes())
+            pos += len(line)
+            n += 1
+        out.flush()
+        os.fsync(out.fileno())
+        idx.flush()
+        os.fsync(idx.fileno())
+        return n
+
+    def trial_count(self) -> int:
+        try:
+            return (self.root / "trials.idx").stat().st_size // array("Q").itemsize
+        except FileNotFoundError:
+            return 0
 
     def read_trial(self, index: int) -> Trial:
         item = array("Q")
@@ -272,13 +323,12 @@ class RunStore:
         with open(self.root / "trials.jsonl", "rb") as f:
             f.seek(item[0])
             doc = json.loads(f.readline())
-        return Trial(doc["index"], doc["id"], tuple(doc["overrides"]))
+        return _trial(doc)
 
     def trials(self) -> Iterator[Trial]:
         with open(self.root / "trials.jsonl") as f:
             for line in f:
-                doc = json.loads(line)
-                yield Trial(doc["index"], doc["id"], tuple(doc["overrides"]))
+                yield _trial(json.loads(line))
 
     def plan(self) -> Plan:
         return plan_from_dict(self.read_json("plan.json"))

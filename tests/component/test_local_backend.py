@@ -161,11 +161,12 @@ def test_a_job_submitted_while_the_supervisor_leaves_is_not_left_pending(tmp_pat
     submitted: list[str] = []
     steps = 0
 
-    def on_step() -> None:  # between the step that found the run idle and the decision to leave
+    def on_step() -> bool:  # between the step that found the run idle and the decision to leave
         nonlocal steps
         steps += 1
         if steps == 2 and not submitted:
             submitted.append(run.submit(JobSpec(name="late", script="true", output=str(tmp_path / "o"))))
+        return False
 
     assert supervise(tmp_path / "local", on_step=on_step, linger_s=0, step_s=0.01) == 0
     assert submitted and run.query(submitted).jobs[0].state is JobState.COMPLETED

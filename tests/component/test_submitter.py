@@ -308,9 +308,9 @@ def test_a_restarting_controller_is_waited_for_with_backoff_and_nothing_doubles(
     prep, fake, tmp = prepared
     store = new_run(prep, tmp)
     waits: list[float] = []
-    from slurmflow.run import launch
+    from slurmflow.run import submission
 
-    monkeypatch.setattr(launch, "context", _patient(store, waits, patience=600))
+    monkeypatch.setattr(submission, "context", _patient(store, waits, patience=600))
     ids = submit_run(store, Away(fake, 3, 4, created=created))
     assert len(ids) == 6 and set(jobs_per_name(fake).values()) == {1}
     assert waits == [1.0, 2.0, 4.0, 8.0]  # doubling, then it answered
@@ -323,9 +323,9 @@ def test_a_controller_away_too_long_stops_the_launch_resumably(
     prep, fake, tmp = prepared
     store = new_run(prep, tmp)
     waits: list[float] = []
-    from slurmflow.run import launch
+    from slurmflow.run import submission
 
-    monkeypatch.setattr(launch, "context", _patient(store, waits, patience=60))
+    monkeypatch.setattr(submission, "context", _patient(store, waits, patience=60))
     with pytest.raises(SubmissionRefused) as gone:
         submit_run(store, Away(fake, 2, 1000))
     msg = str(gone.value)

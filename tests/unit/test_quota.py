@@ -193,3 +193,21 @@ def test_fit_against_the_tightest_budget_and_cap() -> None:
 def test_admin_levels() -> None:
     assert is_admin("Administrator") and is_admin("Operator") and not is_admin("None")
     assert "needs AdminLevel Operator or Administrator" in admin_refusal("bob", "None")
+
+
+def test_a_search_past_the_budget_takes_what_is_left_as_its_own() -> None:
+    from slurmflow.quota.budget import Verdict, for_search
+
+    usage = [Usage("lab-b", "", gpu_minutes_limit=600, gpu_minutes_used=450)]  # 2.5 GPU-hours left
+    plan = _plan(6, 1, "00:30:00")  # a search's worst case: 6 trials x 1 GPU x 30 min = 3 GPU-hours
+    f = fit(plan, "lab-b", "bob", usage)
+    verdict = Verdict([f], [f.refusal()], [])
+    after, budget = for_search(verdict, plan, 0.5, None)
+    assert after.refusals == [] and budget == pytest.approx(2.5)
+    assert "asks for trials while they fit in 2.50 GPU-hours" in after.notes[0]
+    assert for_search(verdict, plan, 0.5, 1.0)[1] == 1.0  # search.max_gpu_hours is tighter: it stands
+    assert for_search(verdict, plan, 0.5, 4.0)[1] == pytest.approx(2.5)
+    refused, _ = for_search(verdict, plan, 3.0, None)  # not even one trial fits
+    assert len(refused.refusals) == 1 and "one trial may take 3.00 GPU-hours" in refused.refusals[0]
+    fine = fit(plan, "lab-a", "alice", usage)
+    assert for_search(Verdict([fine], [], []), plan, 0.5, None) == (Verdict([fine], [], []), None)
