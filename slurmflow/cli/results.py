@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.panel import Panel
 from rich.table import Table as RichTable
 from rich.text import Text
 
@@ -21,6 +22,7 @@ from slurmflow.rundir.store import RunStore
 if TYPE_CHECKING:
     from slurmflow.results import table as results_table
     from slurmflow.results.collect import RunResults
+    from slurmflow.results.study_view import StudySummary
 
 STATE_STYLE = {
     "COMPLETED": "green",
@@ -151,7 +153,20 @@ def _cell(col: str, v: Any) -> Text:
         return Text(_duration(v))
     if col == "gpu_efficiency":
         return Text("-" if v is None else f"{100 * v:.0f}%")
+    if col.startswith("param.") and isinstance(v, str):
+        return Text(_short_float(v))
     return Text(_fmt(v))
+
+
+def _short_float(text: str) -> str:
+    """A parameter a search sampled (9.56647474956527) in 6 significant digits; anything that is
+    not a long float stays as the override wrote it. --json and --csv keep every digit."""
+    if len(text) <= 8 or not any(c in text for c in ".eE"):
+        return text
+    try:
+        return f"{float(text):.6g}"
+    except ValueError:
+        return text
 
 
 def fit(t: results_table.Table, rows: list[dict[str, Any]], width: int) -> tuple[list[str], list[str]]:
@@ -210,16 +225,49 @@ def results_view(t: results_table.Table, *, width: int = 200, limit: int = 200) 
     return out
 
 
+def study_of(store: RunStore, *, importances: bool = True) -> StudySummary | str | None:
+    """A search run's study summary, or why it cannot be read (shown where the study would be:
+    the trials' own results never depend on it); None for a run without a search."""
+    from slurmflow.results import study_view
+
+    try:
+        return study_view.load(store, importances=importances)
+    except study_view.StudyUnavailable as exc:
+        return str(exc)
+
+
+def study_panel(study: StudySummary | str, *, title: str = "Study") -> Panel:
+    """The study above the results table: progress and best trial, then what mattered."""
+    from slurmflow.results.study_view import importance_lines, study_line
+
+    if isinstance(study, str):
+        return Panel(Text(study, style="yellow"), title=title, title_align="left", expand=False)
+    body = Text(study_line(study, label="Study"), style="bold")
+    for line in importance_lines(study):
+        body.append("\n" + line)
+    return Panel(body, title=f"{title}: {study.study_name}", title_align="left", expand=False)
+
+
 def cmd_results(args: argparse.Namespace, console: Console) -> int:
     from slurmflow.results import table as results_table
 
-    runs = [_collect(_open(r, args), args) for r in args.runs]
+    stores = [_open(r, args) for r in args.runs]
+    runs = [_collect(store, args) for store in stores]
+    # CSV is the trials' rows alone: a study is read only where it is shown.
+    studies = [None if args.csv else study_of(store) for store in stores]
     t = results_table.build(runs, filters=args.where, top=args.top)
     if args.json:
-        print(json.dumps(results_table.to_json(t), indent=2, default=str))
+        doc = results_table.to_json(t)
+        for entry, study in zip(doc["runs"], studies, strict=True):  # to_json keeps the runs' order
+            if study is not None:
+                entry["study"] = study.to_dict() if not isinstance(study, str) else {"error": study}
+        print(json.dumps(doc, indent=2, default=str))
     elif args.csv:
         print(results_table.to_csv(t), end="")
     else:
+        for run, study in zip(runs, studies, strict=True):
+            if study is not None:
+                console.print(study_panel(study, title=f"Study of {run.run_id}" if len(runs) > 1 else "Study"))
         console.print(results_view(t, width=console.width))
         for run in runs:
             best = run.best
@@ -306,7 +354,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
     store = _open(args.run, args)
     run = _collect(store, args)
-    path = report.write(run, Path(args.out) if args.out else store.path("report.html"))
+    path = report.write(run, Path(args.out) if args.out else store.path("report.html"), study=study_of(store))
     if args.json:
         print(json.dumps({"run_id": run.run_id, "report": str(path)}))
     else:

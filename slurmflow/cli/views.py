@@ -22,6 +22,7 @@ from slurmflow.slurm import text as slurm_text
 from slurmflow.slurm.types import JobInfo
 
 if TYPE_CHECKING:  # plan views only: status and gpu never compose (no Hydra import)
+    from slurmflow.results.study_view import StudySummary
     from slurmflow.run.launch import Prepared
 
 
@@ -68,6 +69,13 @@ def plan_tree(prep: Prepared) -> Tree:
     if plan.gpu_hours_unbounded:
         est += f" (+ {', '.join(plan.gpu_hours_unbounded)} without a time limit)"
     axes = ", ".join(f"{a.key} x{len(a.values)}" for a in prep.experiment.axes) or "no sweep"
+    found = prep.experiment.search
+    if found is not None:  # planned at its worst case: every trial asked for, each to its time limit
+        axes = f"search: {found.sampler} over {', '.join(p.name for p in found.params)}, {found.batch} in flight"
+        caps = [f"past {found.max_gpu_hours:g} GPU-hours"] if found.max_gpu_hours is not None else []
+        if found.deadline_s is not None:
+            caps.append(f"after {_duration(found.deadline_s)}")
+        est += f" (every trial to its time limit{'; none asked for ' + ' or '.join(caps) if caps else ''})"
     root = Tree(
         f"[bold]{plan.experiment}[/]: {plan.n_trials:,} trial(s) ({axes}); {len(plan.nodes)} submission(s), "
         f"{plan.tasks():,} task(s); {est}; MaxArraySize {prep.cluster.max_array_size}"
@@ -157,11 +165,15 @@ def _duration(seconds: float | None) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
-def status_view(st: CampaignStatus, *, tasks: bool = False) -> Group:
+def status_view(st: CampaignStatus, *, tasks: bool = False, study: StudySummary | str | None = None) -> Group:
+    """The run's stages, failures, pending reasons and actions. `study`: a search run's study
+    summary (or why it cannot be read), shown as one line under the stage table."""
     from slurmflow.monitoring.status import QUOTA_REASONS, explain, launch_failed
 
     table = Table(title=f"run {st.run_id}" + ("  (done)" if st.done else ""))
-    columns = ("stage", "tasks", "done", "running", "pending", "failed", "cancelled", "other", "retries")
+    columns: tuple[str, ...] = ("stage", "tasks", "done", "running", "pending", "failed", "cancelled", "other")
+    any_pruned = any(s.counts.get("PRUNED") for s in st.stages)
+    columns += ("pruned", "retries") if any_pruned else ("retries",)  # a search's pruned trials: not failures
     for col in columns:
         table.add_column(col, justify="left" if col == "stage" else "right")
     for s in st.stages:
@@ -170,9 +182,10 @@ def status_view(st: CampaignStatus, *, tasks: bool = False) -> Group:
         running = c.pop("RUNNING", 0) + c.pop("COMPLETING", 0) + c.pop("CONFIGURING", 0)
         pending = c.pop("PENDING", 0)
         cancelled = c.pop("CANCELLED", 0)
+        pruned = c.pop("PRUNED", 0)
         failed = sum(c.pop(k, 0) for k in ("FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "PREEMPTED"))
         other = sum(c.values())
-        table.add_row(
+        cells = [
             s.stage,
             str(s.total),
             f"[green]{done}[/]" if done else "0",
@@ -181,9 +194,12 @@ def status_view(st: CampaignStatus, *, tasks: bool = False) -> Group:
             f"[red]{failed}[/]" if failed else "0",
             str(cancelled),
             str(other),
-            str(s.restarts),
-        )
+        ]
+        cells += [f"[magenta]{pruned}[/]" if pruned else "0"] if any_pruned else []
+        table.add_row(*cells, str(s.restarts))
     parts: list[RenderableType] = [table]
+    if study is not None:
+        parts.append(status_study(study))
     failures = [f for s in st.stages for f in s.failures]
     if failures:
         ft = Table(title="failures and cancellations")
@@ -219,7 +235,7 @@ def status_view(st: CampaignStatus, *, tasks: bool = False) -> Group:
                 r.job_id,
                 r.stage,
                 "-" if r.trial is None else str(r.trial),
-                r.state.name,
+                r.shown_state,
                 r.exit,
                 r.reason or "",
                 r.nodes or "",
@@ -245,6 +261,15 @@ def status_view(st: CampaignStatus, *, tasks: bool = False) -> Group:
     parts.append(Text(footer))
     parts.extend(Text(n, style="bold yellow") for n in st.notes)
     return Group(*parts)
+
+
+def status_study(study: StudySummary | str) -> Text:
+    """A search's study in `status`: done/target, running, pruned, failed, the best so far."""
+    if isinstance(study, str):
+        return Text(f"study: {study}", style="yellow")
+    from slurmflow.results.study_view import study_line
+
+    return Text(study_line(study), style="bold")
 
 
 def _pct(value: float | None) -> str:

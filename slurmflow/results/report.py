@@ -1,7 +1,8 @@
 """`slurmflow report`: a run as ONE self-contained HTML file (no network needed to open it).
 
-Sections: what the run was and how it ended, the plan's DAG, a Gantt timeline of every attempt,
-GPU utilisation, learning curves, the sortable results table, once-only tasks, provenance.
+Sections: what the run was and how it ended, a `search:` run's study (study_report.py), the
+plan's DAG, a Gantt timeline of every attempt, GPU utilisation, learning curves, the sortable
+results table, once-only tasks, provenance.
 
 Built for campaigns of 10,000 trials: every figure is a handful of traces made of plain lists
 (one per state, never one per task), and the tables are joined strings. The Gantt draws SVG bars
@@ -20,13 +21,16 @@ import time
 from collections import Counter
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slurmflow.fsio import write_atomic
 from slurmflow.results import gantt
 from slurmflow.results import report_page as html
 from slurmflow.results.collect import RunResults
 from slurmflow.results.report_page import esc, figure, note
+
+if TYPE_CHECKING:
+    from slurmflow.results.study_view import StudySummary
 
 GANTT_BARS_MAX = 2000
 CURVE_TRIALS_MAX = 50
@@ -38,8 +42,11 @@ DAG_LAYER_PX = 150  # vertical distance between layers
 DAG_HALF_BOX = 0.25  # half a stage box's height, in layers: arrows run from box edge to box edge
 
 
-def write(results: RunResults, out: Path) -> Path:
+def write(results: RunResults, out: Path, *, study: StudySummary | str | None = None) -> Path:
     """Write the report to `out` (atomically: a browser open on it never sees half a page).
+
+    `study`: a search run's study (study_view.load), or why it cannot be read; with either, the
+    page gains a "Search" section. None (a run without a search) leaves the page as it was.
 
     The garbage collector is paused meanwhile: a large campaign's page is a million small lists
     and strings, all kept until the page is joined, and each collection pass would walk them
@@ -47,7 +54,7 @@ def write(results: RunResults, out: Path) -> Path:
     paused = gc.isenabled()
     gc.disable()
     try:
-        page = _page(results)
+        page = _page(results, study)
     finally:
         if paused:
             gc.enable()
@@ -55,11 +62,17 @@ def write(results: RunResults, out: Path) -> Path:
     return write_atomic(out, page)  # private, as the rest of the run directory
 
 
-def _page(results: RunResults) -> str:
+def _page(results: RunResults, study: StudySummary | str | None = None) -> str:
     tz = time.localtime(results.now).tm_gmtoff
+    search = ""
+    if study is not None:  # a search's study comes first: for such a run, it is the answer
+        from slurmflow.results import study_report
+
+        search = html.section("search", "Search", study_report.content(study))
     body = "".join(
         (
-            html.summary(results),
+            html.summary(results, search=bool(search)),
+            search,
             html.section("plan", "The plan", _dag(results)),
             html.section("timeline", "Timeline", _timeline(results, tz)),
             html.section("gpu", "GPU utilisation", _gpu(results, tz)),

@@ -199,8 +199,9 @@ NAV = (
 )  # fmt: skip
 
 
-def summary(r: RunResults) -> str:
-    """What the run was and how it ended, in a few lines at the top of the page."""
+def summary(r: RunResults, *, search: bool = False) -> str:
+    """What the run was and how it ended, in a few lines at the top of the page; `search`: the
+    page has a Search section (a `search:` run's study), linked first."""
     tasks = r.tasks
     allocated = sum(t.gpu_hours_allocated(r.now) for t in tasks)
     used = [t.gpu_hours_used for t in tasks if t.gpu_hours_used is not None]
@@ -218,7 +219,7 @@ def summary(r: RunResults) -> str:
         ("times from", esc(r.source)),
         ("written", esc(time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(r.now)))),
     ]
-    nav = " ".join(f'<a href="#{a}">{t}</a>' for a, t in NAV)
+    nav = " ".join(f'<a href="#{a}">{t}</a>' for a, t in ((("search", "search"),) if search else ()) + NAV)
     return f"<header>\n<h1>{esc(r.run_id)}</h1>\n<nav>{nav}</nav>\n{_facts(facts)}</header>\n"
 
 

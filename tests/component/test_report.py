@@ -36,10 +36,8 @@ FIXTURE = REPO / "tests" / "fixtures" / "results_exp"
 ARTIFACTS = REPO / "tests" / "artifacts"
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> RunResults:
-    """The fixture campaign, launched on the local engine (the launch waits for the end)."""
-    work = tmp_path_factory.mktemp("results_exp") / "exp"
+def finished_fixture(work: Path) -> Path:
+    """A copy of the fixture campaign at `work`, run to its end on the local engine: its run directory."""
     shutil.copytree(FIXTURE, work)
     done = subprocess.run(
         [sys.executable, "-m", "slurmflow", "launch", "--backend", "local", "-cd", ".", "--runs-dir", "runs"],
@@ -51,7 +49,13 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> RunResults:
     )
     assert done.returncode == 1, done.stdout + done.stderr  # a foreground local launch: 1 when a task failed
     (run_dir,) = (work / "runs").iterdir()
-    store = RunStore(run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> RunResults:
+    """The fixture campaign, launched on the local engine (the launch waits for the end)."""
+    store = RunStore(finished_fixture(tmp_path_factory.mktemp("results_exp") / "exp"))
     backend = schedulers.of_run(store)
     # A scheduler without a history query leaves the times to the tasks' status files.
     return collect.collect(store, backend if hasattr(backend, "history") else None)
