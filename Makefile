@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CLUSTER := bash docker/slurm-cluster/cluster.sh
 
-.PHONY: help demo install browser lint test unit integration matrix cluster-up cluster-down cluster-logs bench bench-hydra
+.PHONY: help demo install browser lint test unit integration matrix cluster-up cluster-down cluster-logs bench bench-hydra bench-search
 
 help:
 	@echo "make demo         bring the mini Slurm cluster up and launch the demo campaign on it"
@@ -93,6 +93,7 @@ bench: install cluster-up
 	$(CLUSTER) exec -u bob bash -c 'cd $(CURDIR)/.mini/bench && /opt/slurmflow/venv/bin/python /src/bench/launch_bench.py'
 	$(CLUSTER) exec -u bob bash -c 'cd $(CURDIR)/.mini/bench && /opt/slurmflow/venv/bin/python /src/bench/monitor_bench.py'
 	$(MAKE) bench-hydra
+	$(MAKE) bench-search
 	$(BIN)/python bench/cluster_bench.py
 
 # hydra/launcher=slurmflow against hydra-submitit-launcher, installed in the benchmark's own
@@ -102,3 +103,11 @@ bench-hydra: install cluster-up
 	@mkdir -p $(HYDRA_BENCH) && chmod 1777 $(HYDRA_BENCH)
 	$(BIN)/pip download -q hydra-submitit-launcher --no-deps -d $(HYDRA_BENCH)/wheels
 	$(CLUSTER) exec -u bob bash -c 'cd $(HYDRA_BENCH) && /opt/slurmflow/venv/bin/python /src/bench/hydra_launcher_bench.py --peer-wheels wheels'
+
+# `search:` against Hydra's Optuna sweeper driving hydra-submitit-launcher, on the same cluster and
+# objective (jobs/noisy2d.py); the peer's wheels are fetched here and installed there, as above.
+SEARCH_BENCH := $(CURDIR)/.mini/bench-search
+bench-search: install cluster-up
+	@mkdir -p $(SEARCH_BENCH) && chmod 1777 $(SEARCH_BENCH)
+	$(BIN)/pip download -q hydra-optuna-sweeper hydra-submitit-launcher --no-deps -d $(SEARCH_BENCH)/wheels
+	$(CLUSTER) exec -u bob bash -c 'cd $(SEARCH_BENCH) && /opt/slurmflow/venv/bin/python /src/bench/search_bench.py --peer-wheels wheels $(SEARCH_BENCH_ARGS)'
