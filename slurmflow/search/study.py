@@ -151,6 +151,11 @@ def ask(study: optuna.Study, search: Search, first: int, count: int) -> list[Pro
     dists = space.distributions(search)
     out = []
     for i in range(count):
+        if search.seed is not None and search.sampler != "qmc":
+            # Seeded per trial, not per call: trial n gets the same random draws however the asks
+            # were grouped into calls (a random search is then the same search every time).
+            seeded = dataclasses.replace(search, seed=(search.seed * 1_000_003 + first + i) % 2**32)
+            study.sampler = space.sampler(seeded, len(study.directions))
         trial = study.ask(fixed_distributions=dists)
         trial.set_user_attr(TRIAL_ATTR, first + i)
         out.append(Proposed(trial.number, first + i, dict(trial.params)))

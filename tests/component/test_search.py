@@ -306,3 +306,14 @@ def test_an_ask_that_died_before_numbering_its_trial_costs_no_trial(tmp_path: Pa
     assert len(study.by_trial(final)) == 10 and store.trial_count() == 10
     summary = study_view.load(store, importances=False)
     assert summary is not None and (summary.complete, summary.failed, summary.running) == (10, 0, 0)
+
+
+def test_a_seeded_random_search_proposes_the_same_trials_however_its_asks_are_grouped(tmp_path: Path) -> None:
+    points = []
+    for batch in (3, 1):
+        fake = FakeSlurm()
+        (tmp_path / f"b{batch}").mkdir()
+        store = launched(tmp_path / f"b{batch}", fake, overrides=(f"search.batch={batch}",))
+        run_to_end(store, fake)
+        points.append([t.values for t in store.trials()])
+    assert len(points[0]) == 10 and points[0] == points[1]
