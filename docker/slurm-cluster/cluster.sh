@@ -11,7 +11,9 @@
 # SLURMFLOW_MINI_NAME (container; default slurmflow-mini for 24.11, slurmflow-mini-<version> else),
 # SLURMFLOW_MINI_SHARED (host folder mounted at the same path inside, for run directories),
 # SLURMFLOW_MINI_BASE (base image; default debian:<suite>, built with debootstrap when not present),
-# SLURMFLOW_MINI_NO_CACHE=1 (rebuild every layer: a cold start).
+# SLURMFLOW_MINI_NO_CACHE=1 (rebuild every layer: a cold start),
+# SLURMFLOW_MINI_MEMORY (cgroup: enforce --mem with Slurm's cgroup plugins where the host allows,
+# the default; none: no enforcement and no extra capability for the container).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -108,7 +110,12 @@ up() {
   # A network of the cluster's own, internal (no route out): Slurm needs a non-loopback interface
   # for its address lookups, and the daemons talk to each other only inside the container.
   docker network inspect "$name-net" >/dev/null 2>&1 || docker network create --internal "$name-net" >/dev/null
-  docker run -d --name "$name" --hostname mini --network "$name-net" \
+  # CAP_SYS_ADMIN (not --privileged) lets start-cluster mount the container's own cgroups writable
+  # for Slurm's memory enforcement; apparmor's default profile would refuse the mounts.
+  local caps=(--cap-add SYS_ADMIN --security-opt apparmor=unconfined)
+  [ "${SLURMFLOW_MINI_MEMORY:-cgroup}" = cgroup ] || caps=()
+  docker run -d --name "$name" --hostname mini --network "$name-net" "${caps[@]}" \
+    -e "SLURMFLOW_MINI_MEMORY=${SLURMFLOW_MINI_MEMORY:-cgroup}" \
     -v "$repo:/src:ro" -v "$shared:$shared" \
     --label org.slurmflow.mini=1 "$image" >/dev/null
   if ! docker exec "$name" cluster-ready --wait "${SLURMFLOW_MINI_TIMEOUT:-180}"; then
@@ -123,7 +130,7 @@ up() {
          "Debian $suite); rebuild with SLURMFLOW_MINI_NO_CACHE=1 or pick the suite that ships $version"
        exit 1;;
   esac
-  log "ready: $name (Slurm $got)"
+  log "ready: $name (Slurm $got; memory enforcement: $(docker exec "$name" cat /run/cluster-memory))"
 }
 
 case "${1:-}" in
@@ -139,5 +146,5 @@ case "${1:-}" in
     shift; user=alice
     if [ "${1:-}" = -u ]; then user=$2; shift 2; fi
     exec docker exec -i -u "$user" "$name" "$@";;
-  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2;;
 esac
