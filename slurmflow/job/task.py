@@ -27,6 +27,7 @@ import contextlib
 import importlib
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -44,7 +45,7 @@ from slurmflow.model import Plan, Stage
 from slurmflow.rundir import metrics
 from slurmflow.rundir.events import GpuIdle
 from slurmflow.rundir.store import RunStore
-from slurmflow.slurm.runner import Child, SubprocessRunner, run_child
+from slurmflow.slurm.runner import Child, Runner, SubprocessRunner, run_child
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -179,6 +180,14 @@ def _trial_config(
     from slurmflow.experiment import config
 
     return config.trial_config(store.path("config"), launch["config_name"], overrides)
+
+
+def _being_preempted(runner: Runner, job: str) -> bool:
+    """Whether the controller has started preempting this job (`PreemptTime` set in scontrol's
+    record of it: `None` while it is not); a query that fails counts as no."""
+    done = runner.run(["scontrol", "show", "job", "-o", job], check=False)
+    found = re.search(r"\bPreemptTime=(\S+)", done.stdout if done.returncode == 0 else "")
+    return found is not None and found.group(1) not in {"None", "Unknown", "(null)"}
 
 
 def _my_job_id() -> str:
@@ -393,6 +402,14 @@ def _run_command(p: Prepared, words: list[str]) -> tuple[int, bool]:
         print(f"slurmflow task: {restarts} restarts used (max_restarts): not requeued", file=sys.stderr)
         return code, False
     me = _my_job_id()
-    SubprocessRunner(timeout=60).run(["scontrol", "requeue", me])
+    runner = SubprocessRunner(timeout=60)
+    if _being_preempted(runner, me):
+        # The signal began a preemption's grace (PreemptParameters=send_user_signal): Slurm requeues
+        # the job itself (PreemptMode=REQUEUE) or ends it PREEMPTED for the monitor to retry.
+        # Requeued from here, the job would be recorded PREEMPTED again however its next attempt
+        # ended (24.11), and its dependents would never run.
+        print(f"slurmflow task: {me} is being preempted: Slurm requeues or ends it, not requeued here", file=sys.stderr)
+        return code, True
+    runner.run(["scontrol", "requeue", me])
     print(f"slurmflow task: requeued {me} (restart {restarts + 1} of {cp.max_restarts})", file=sys.stderr)
     return code, True

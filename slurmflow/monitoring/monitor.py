@@ -64,9 +64,9 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
     finished = True
     if store.has_search():
         # A search: tell the study what ended, prune, ask for and submit the next trials.
-        # A task this tick requeued still shows how it ended: to the search it is in flight again.
-        again = {a.task for a in run.actions if isinstance(a, Requeued)}
-        seen = {k: v for k, v in run.jobs.items() if k not in again}
+        # A task this tick requeued or resubmits still shows how it ended: to the search it is in
+        # flight again.
+        seen = {k: v for k, v in run.jobs.items() if k not in run.retrying}
         step = search.advance(store, backend, jobs=seen, clock=clock)
         run.actions.extend(step.actions)
         finished = step.finished
@@ -85,6 +85,8 @@ class _Tick:
     clock: Callable[[], float]
     actions: list[Action] = field(default_factory=list)
     bigger: dict[str, dict[int | None, str]] = field(default_factory=dict)  # node -> task -> memory
+    again: dict[str, set[int | None]] = field(default_factory=dict)  # node -> preempted tasks
+    retrying: set[str] = field(default_factory=set)  # task ids this tick requeued or resubmits
 
     def record(self, event: Action) -> None:
         # Written, and folded into the state this tick goes on with: a rewired or requeued task
@@ -178,11 +180,17 @@ class _Tick:
             requeueable=stage.requeue is not False,
             mem=self.state.mem.get(node.key) or stage.resources.mem,
         )
-        oom = info.state is JobState.OUT_OF_MEMORY
-        done_before = self.state.oom[(node.key, index)] if oom else self.state.requeues[key]
+        if info.state is JobState.OUT_OF_MEMORY:
+            done_before = self.state.oom[(node.key, index)]
+        else:  # earlier preemptions of the task moved it to new jobs: they count too
+            done_before = self.state.requeues[key] + self.state.preempted[(node.key, index)]
         decision = policy.decide(obs, stage.retry, done_before)
-        if decision.act is policy.Act.RESUBMIT and decision.mem:
-            self.bigger.setdefault(node.key, {})[index] = decision.mem
+        if decision.act is policy.Act.RESUBMIT:
+            if decision.mem:
+                self.bigger.setdefault(node.key, {})[index] = decision.mem
+            else:
+                self.again.setdefault(node.key, set()).add(index)
+            self.retrying.add(key)
         elif decision.act is policy.Act.REQUEUE:
             self.requeue(node, key, decision)
         elif decision.act is policy.Act.GIVE_UP and key not in self.state.gave_up:
@@ -203,17 +211,23 @@ class _Tick:
                 self.failed(key, node.key, "exclude_node", exc)
                 exclude = None
         self.record(Requeued(task=key, node=node.key, why=decision.why, exclude=exclude, t=self.clock()))
+        self.retrying.add(key)
 
     def resubmit_out_of_memory(self) -> None:
         """Out of memory: a new job per node for those tasks, with the larger request (the largest
-        asked for among them); their dependents are revived on the next ticks like a requeue's."""
-        if not self.bigger:
-            return
-        chosen = {node: sorted(tasks, key=lambda i: -1 if i is None else i) for node, tasks in self.bigger.items()}
-        mem = {node: max(tasks.values(), key=lambda m: int(m.rstrip("M"))) for node, tasks in self.bigger.items()}
+        asked for among them); preempted: a new job per node with the same request. Their
+        dependents are revived on the next ticks like a requeue's."""
+        if self.bigger:
+            chosen = {n: sorted(t, key=lambda i: -1 if i is None else i) for n, t in self.bigger.items()}
+            mem = {n: max(t.values(), key=lambda m: int(m.rstrip("M"))) for n, t in self.bigger.items()}
+            self._resubmit(chosen, "OUT_OF_MEMORY", mem)
+        if self.again:
+            chosen = {n: sorted(t, key=lambda i: -1 if i is None else i) for n, t in self.again.items()}
+            self._resubmit(chosen, "PREEMPTED", None)
 
+    def _resubmit(self, chosen: dict[str, list[int | None]], cause: str, mem: dict[str, str] | None) -> None:
         def refused(node_key: str, exc: CommandError) -> None:
-            # Not resubmitted: its tasks are still out of memory, so the next tick tries again.
+            # Not resubmitted: its tasks still show how they ended, so the next tick tries again.
             self.failed(f"{len(chosen[node_key])} task(s) of {node_key}", node_key, "resubmit", exc)
 
         new_ids = resubmit(
@@ -223,22 +237,22 @@ class _Tick:
             self.state,
             self.jobs,
             chosen,
-            why="OUT_OF_MEMORY",
+            why=cause,
             mem=mem,
             on_error=refused,
             clock=self.clock,
         )
         for node_key, job_id in new_ids.items():
-            # Shown with the new job's id and the memory; the log has the `resubmitted` event itself.
-            why = f"OUT_OF_MEMORY: {len(chosen[node_key])} task(s) resubmitted with mem={mem[node_key]}"
+            # Shown with the new job's id (and the memory); the log has the `resubmitted` event itself.
+            size = f" with mem={mem[node_key]}" if mem else " as a new job"
             self.actions.append(
                 Resubmitted(
                     task=job_id,
                     node=node_key,
                     indices=tuple(chosen[node_key]),
                     job_id=job_id,
-                    mem=mem[node_key],
-                    why=why,
+                    mem=mem[node_key] if mem else None,
+                    why=f"{cause}: {len(chosen[node_key])} task(s) resubmitted{size}",
                     t=self.clock(),
                 )
             )

@@ -20,7 +20,7 @@ INFRA = frozenset({JobState.NODE_FAIL, JobState.BOOT_FAIL, JobState.PREEMPTED})
 class Act(enum.Enum):
     NONE = "none"  # running, pending, done, or not ours to touch
     REQUEUE = "requeue"
-    RESUBMIT = "resubmit"  # a new job for the task, with more memory
+    RESUBMIT = "resubmit"  # a new job for the task (with more memory where `mem` says)
     GIVE_UP = "give_up"
 
 
@@ -61,6 +61,13 @@ def _decide(task: Observed, retry: RetryPolicy, retries_done: int) -> Decision:
         if task.reason == "DependencyNeverSatisfied":
             return Decision(Act.NONE, "cancelled because a dependency failed; revived if its parent is retried")
         return Decision(Act.NONE, "cancelled by a person: never retried")
+    if state is JobState.PREEMPTED:
+        # A new job, not a requeue: once preempted, a job id keeps ending PREEMPTED after every
+        # `scontrol requeue`, even when its next attempt exits 0 (seen on 24.11), so Slurm's own
+        # dependencies and every later look would take a finished task for a preempted one.
+        if retries_done < retry.infra:
+            return Decision(Act.RESUBMIT, f"PREEMPTED: infrastructure, retry {retries_done + 1} of {retry.infra}")
+        return Decision(Act.GIVE_UP, f"PREEMPTED: {retry.infra} retries used")
     if state in INFRA:
         if retries_done < retry.infra:
             exclude = task.nodes if retry.exclude_failed_node and state is JobState.NODE_FAIL else None

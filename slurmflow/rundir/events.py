@@ -117,7 +117,7 @@ class ActionFailed(TaskEvent, frozen=True, kw_only=True, tag="action_failed"):
 
 
 class Resubmitted(TaskEvent, frozen=True, kw_only=True, tag="resubmitted"):
-    """Tasks of a node submitted again as a new job (`slurmflow retry`, out of memory)."""
+    """Tasks of a node submitted again as a new job (`slurmflow retry`, out of memory, preempted)."""
 
     indices: tuple[int | None, ...]  # the node's array indices (None: a single job)
     job_id: str
@@ -126,6 +126,10 @@ class Resubmitted(TaskEvent, frozen=True, kw_only=True, tag="resubmitted"):
     @property
     def out_of_memory(self) -> bool:
         return "OUT_OF_MEMORY" in self.why
+
+    @property
+    def preempted(self) -> bool:
+        return self.why.startswith("PREEMPTED")
 
 
 # --- the monitor job's chain (monitoring/loop.py) -----------------------------------------------

@@ -90,6 +90,7 @@ class RunState:
     retried: Counter[Task] = field(default_factory=Counter)
     node_retried: Counter[str] = field(default_factory=Counter)
     oom: Counter[Task] = field(default_factory=Counter)  # out-of-memory resubmissions of each task
+    preempted: Counter[Task] = field(default_factory=Counter)  # resubmissions after a preemption
     requeues: Counter[str] = field(default_factory=Counter)  # Slurm task id -> monitor requeues
     rewires: Counter[str] = field(default_factory=Counter)  # Slurm task id -> rewires done
     rewiring: set[str] = field(default_factory=set)  # tasks whose last rewire failed part-way (maybe held)
@@ -135,6 +136,8 @@ class RunState:
                     self._retry((ev.node, index))
                     if ev.out_of_memory:
                         self.oom[(ev.node, index)] += 1
+                    elif ev.preempted:
+                        self.preempted[(ev.node, index)] += 1
                 self.resubmissions.setdefault(ev.node, []).append(ev.job_id)
                 if ev.mem:
                     self.mem[ev.node] = ev.mem

@@ -14,7 +14,7 @@ from slurmflow.monitoring.monitor import tick
 from slurmflow.planning import planner
 from slurmflow.run.launch import context
 from slurmflow.run.submitter import submit
-from slurmflow.rundir.events import Event, EventBase, Resubmitted
+from slurmflow.rundir.events import Event, EventBase, GaveUp, Resubmitted
 from slurmflow.rundir.store import RunStore, plan_to_dict
 from slurmflow.slurm.types import DepKind, JobSpec, JobState
 
@@ -213,6 +213,55 @@ def test_out_of_memory_is_resubmitted_with_more_memory_and_dependents_follow(tmp
         assert latest[f"{state.job_of('train.0', i)}_{i}"].state is JobState.COMPLETED
         assert latest[f"{state.job_of('eval.0', i)}_{i}"].state is JobState.COMPLETED
     assert latest[str(state.job_of("final", None))].state is JobState.COMPLETED
+
+
+def preempted_first(times: int) -> Any:
+    """Trial 1's training is preempted on its first `times` jobs (each new job, not each restart)."""
+    jobs: list[str] = []
+
+    def program(spec: JobSpec, index: int | None, restarts: int) -> Outcome:
+        if spec.name.endswith(".train.0") and index == 1 and restarts == 0:
+            jobs.append(spec.name)
+            if len(jobs) <= times:
+                return Outcome(0, 2, state=JobState.PREEMPTED)
+        return Outcome(0, 2)
+
+    return program
+
+
+def test_a_preempted_task_is_resubmitted_as_a_new_job_and_dependents_follow(tmp_path: Path) -> None:
+    """Not requeued: Slurm records a requeued preempted job PREEMPTED again when it next ends, even
+    with exit 0, and its afterok dependents never run (seen on 24.11)."""
+    fake = FakeSlurm(program=preempted_first(1))
+    store = run(tmp_path, fake, RetryPolicy(infra=2))
+    for _ in range(40):
+        fake.advance(3)
+        if tick(store, fake).done:
+            break
+    events = store.events()
+    moved = [e for e in events if isinstance(e, Resubmitted)]
+    assert [(e.indices, e.mem) for e in moved] == [((1,), None)] and moved[0].why.startswith("PREEMPTED")
+    assert not any(e.kind == "requeued" for e in events)
+    state = store.state()
+    latest = {t.job_id: t for t in fake.tasks.values()}
+    assert state.job_of("train.0", 1) == moved[0].job_id != state.job_of("train.0", 0)
+    for i in range(4):
+        assert latest[f"{state.job_of('train.0', i)}_{i}"].state is JobState.COMPLETED
+        assert latest[f"{state.job_of('eval.0', i)}_{i}"].state is JobState.COMPLETED
+    assert latest[str(state.job_of("final", None))].state is JobState.COMPLETED
+
+
+def test_a_task_preempted_on_every_new_job_is_given_up_after_its_infra_retries(tmp_path: Path) -> None:
+    fake = FakeSlurm(program=preempted_first(9))
+    store = run(tmp_path, fake, RetryPolicy(infra=2))
+    for _ in range(40):
+        fake.advance(3)
+        if tick(store, fake).done:
+            break
+    events = store.events()
+    assert len([e for e in events if isinstance(e, Resubmitted)]) == 2
+    gave_up = [e for e in events if isinstance(e, GaveUp)]
+    assert len(gave_up) == 1 and "PREEMPTED: 2 retries used" in gave_up[0].why
 
 
 def test_out_of_memory_at_the_cap_gives_up(tmp_path: Path) -> None:

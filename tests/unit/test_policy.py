@@ -14,7 +14,8 @@ DEFAULT = RetryPolicy()
     [
         (Observed(JobState.NODE_FAIL, 0, nodes="gpu2"), DEFAULT, 0, Act.REQUEUE, "infrastructure, retry 1 of 2"),
         (Observed(JobState.NODE_FAIL, 0, nodes="gpu2"), DEFAULT, 2, Act.GIVE_UP, "2 retries used"),
-        (Observed(JobState.PREEMPTED), DEFAULT, 0, Act.REQUEUE, "PREEMPTED"),
+        (Observed(JobState.PREEMPTED), DEFAULT, 0, Act.RESUBMIT, "PREEMPTED: infrastructure, retry 1 of 2"),
+        (Observed(JobState.PREEMPTED), DEFAULT, 2, Act.GIVE_UP, "PREEMPTED: 2 retries used"),
         (Observed(JobState.BOOT_FAIL), DEFAULT, 1, Act.REQUEUE, "retry 2 of 2"),
         (Observed(JobState.TIMEOUT, 0), DEFAULT, 0, Act.GIVE_UP, "does not retry time limits"),
         (Observed(JobState.TIMEOUT, 0), RetryPolicy(timeouts=3), 2, Act.REQUEUE, "retry 3 of 3"),
@@ -65,3 +66,26 @@ def test_out_of_memory_bump() -> None:
     assert decide(Observed(JobState.OUT_OF_MEMORY, mem="2G"), retry, 2).act is Act.GIVE_UP  # oom_retries used
     assert decide(Observed(JobState.OUT_OF_MEMORY, mem=None), retry, 0).act is Act.GIVE_UP
     assert megabytes("512") == 512 and megabytes("1T") == 1024 * 1024 and scaled_mem("6G", 2, "6G") is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "preempted"),
+    [
+        ((0, "JobId=7 JobName=x RunTime=00:00:04 PreemptEligibleTime=2026-12-06T14:40:39 PreemptTime=None\n"), False),
+        (
+            (0, "JobId=7 PreemptEligibleTime=2026-12-06T14:40:39 PreemptTime=2026-12-06T14:40:42 SuspendTime=None\n"),
+            True,
+        ),
+        ((1, "slurm_load_jobs error: Invalid job id specified\n"), False),
+        ((0, "JobId=7 (an older scontrol without the field)\n"), False),
+    ],
+)
+def test_the_task_wrapper_leaves_a_preempted_jobs_requeue_to_slurm(answer: tuple[int, str], preempted: bool) -> None:
+    """On its checkpoint signal the wrapper requeues its own job, unless the signal began a
+    preemption's grace (scontrol's PreemptTime is set, as 24.11 prints it)."""
+    from slurmflow.job.task import _being_preempted
+    from slurmflow.slurm.runner import FunctionRunner
+
+    runner = FunctionRunner(lambda argv, _input: (answer[0], answer[1], ""))
+    assert _being_preempted(runner, "7") is preempted
+    assert runner.calls == [("scontrol", "show", "job", "-o", "7")]
