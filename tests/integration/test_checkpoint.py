@@ -34,6 +34,44 @@ CHECKPOINTED = [
 ]
 
 
+def uninterrupted_training(container: str, workdir: Path, run_dir: Path, epochs: int) -> metrics.StageMetrics:
+    """The demo's training of ONE_TRIAL run straight through, from the run's data, outside Slurm:
+    what a checkpointed and resumed training must have logged."""
+    ref_dir = workdir / "reference"
+    ref = subprocess.run(
+        [
+            "docker",
+            "exec",
+            "-u",
+            "alice",
+            "-w",
+            str(workdir),
+            "--env",
+            f"SLURMFLOW_RUN_DIR={run_dir}",
+            "--env",
+            f"SLURMFLOW_TRIAL_DIR={ref_dir}",
+            "--env",
+            "SLURMFLOW_STAGE=train",
+            container,
+            "/opt/slurmflow/venv/bin/python",
+            "jobs/train.py",
+            "--lr",
+            "0.1",
+            "--seed",
+            "0",
+            "--epochs",
+            str(epochs),
+            "--l2",
+            "0.0001",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ref.returncode == 0, ref.stderr
+    return metrics.read(ref_dir)["train"]
+
+
 def test_checkpointed_task_resumes_to_the_same_result_and_timeout_is_not_retried(
     mini_cluster: str, workdir: Path
 ) -> None:
@@ -60,40 +98,7 @@ def test_checkpointed_task_resumes_to_the_same_result_and_timeout_is_not_retried
     assert "resumed from epoch" in log and "checkpoint saved at epoch" in log
     got = metrics.read(trial)["train"]  # logged by both attempts: the requeued one logged its epochs again
 
-    # The same training, uninterrupted, from the same data.
-    ref_dir = workdir / "reference"
-    ref = subprocess.run(
-        [
-            "docker",
-            "exec",
-            "-u",
-            "alice",
-            "-w",
-            str(workdir),
-            "--env",
-            f"SLURMFLOW_RUN_DIR={run_dir}",
-            "--env",
-            f"SLURMFLOW_TRIAL_DIR={ref_dir}",
-            "--env",
-            "SLURMFLOW_STAGE=train",
-            mini_cluster,
-            "/opt/slurmflow/venv/bin/python",
-            "jobs/train.py",
-            "--lr",
-            "0.1",
-            "--seed",
-            "0",
-            "--epochs",
-            str(EPOCHS),
-            "--l2",
-            "0.0001",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert ref.returncode == 0, ref.stderr
-    ref_metrics = metrics.read(ref_dir)["train"]
+    ref_metrics = uninterrupted_training(mini_cluster, workdir, run_dir, EPOCHS)
     assert got.values() == ref_metrics.values() and got.curves == ref_metrics.curves
     assert sorted(got.curves["loss"]) == list(range(1, EPOCHS + 1))
 
