@@ -66,6 +66,32 @@ def wait_final(container: str, ids: list[str], timeout: float = 240) -> dict[str
         time.sleep(2)
 
 
+def sacct(container: str, job_ids: list[str], fields: str) -> list[list[str]]:
+    """Every attempt Slurm's accounting keeps of these jobs (`sacct -X -D`), one list of fields each."""
+    out = subprocess.run(
+        [
+            "docker",
+            "exec",
+            "-u",
+            "alice",
+            container,
+            "sacct",
+            "-X",
+            "-D",
+            "-n",
+            "-P",
+            "-o",
+            fields,
+            "-j",
+            ",".join(job_ids),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line.split("|") for line in out.splitlines() if line]
+
+
 def launch_json(container: str, workdir: Path, *args: str) -> dict[str, Any]:
     done = slurmflow(container, workdir, "launch", "--runs-dir", "runs", "--json", *args)
     assert done.returncode == 0, done.stderr

@@ -15,7 +15,7 @@ import pytest
 from slurmflow.rundir import metrics
 from slurmflow.slurm.types import JobInfo, JobState
 from tests.integration.test_checkpoint import ONE_TRIAL, uninterrupted_training
-from tests.integration.test_launch import backend, launch_json, slurmflow, workdir
+from tests.integration.test_launch import backend, launch_json, sacct, slurmflow, workdir
 from tests.integration.test_monitor import monitor_until_done
 
 pytestmark = pytest.mark.integration
@@ -63,32 +63,6 @@ stages:
     resources: {partition: cpu, time: 5m}
 seconds: 60
 """
-
-
-def sacct(container: str, job_ids: list[str], fields: str) -> list[list[str]]:
-    """Every attempt Slurm's accounting keeps of these jobs (`sacct -D`), one list of fields each."""
-    out = subprocess.run(
-        [
-            "docker",
-            "exec",
-            "-u",
-            "alice",
-            container,
-            "sacct",
-            "-X",
-            "-D",
-            "-n",
-            "-P",
-            "-o",
-            fields,
-            "-j",
-            ",".join(job_ids),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [line.split("|") for line in out.splitlines() if line]
 
 
 def wait_running(container: str, task: str, timeout: float = 120) -> JobInfo:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_launch import REPO, launch_json, slurmflow, workdir
+from tests.integration.test_launch import REPO, launch_json, sacct, slurmflow, workdir
 from tests.integration.test_monitor import monitor_until_done
 
 pytestmark = pytest.mark.integration
@@ -35,31 +35,9 @@ def faulty_demo(workdir: Path) -> None:
 
 
 def sacct_attempts(container: str, job_ids: list[str]) -> dict[str, int]:
-    """Task id -> the attempts Slurm's accounting keeps of it (`sacct --duplicates`)."""
-    out = subprocess.run(
-        [
-            "docker",
-            "exec",
-            "-u",
-            "alice",
-            container,
-            "sacct",
-            "-X",
-            "-D",
-            "-n",
-            "-P",
-            "-o",
-            "JobID,Start",
-            "-j",
-            ",".join(job_ids),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    """Task id -> the attempts Slurm's accounting keeps of it that started (`sacct --duplicates`)."""
     counts: dict[str, int] = {}
-    for line in out.splitlines():
-        job, start = line.split("|")
+    for job, start in sacct(container, job_ids, "JobID,Start"):
         if start not in ("", "Unknown", "None"):
             counts[job] = counts.get(job, 0) + 1
     return counts
