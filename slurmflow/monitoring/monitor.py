@@ -15,7 +15,7 @@ leaves the task held; a later tick recognises it and finishes the rewire.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from slurmflow.backends.base import Backend
@@ -60,7 +60,7 @@ def tick(store: RunStore, backend: Backend, *, clock: Callable[[], float] = time
             info = run.jobs.get(key)
             if info is not None and key not in pruned:
                 run.task(node, index, key, info)
-    run.resubmit_out_of_memory()
+    run.resubmit_moved()
     finished = True
     if store.has_search():
         # A search: tell the study what ended, prune, ask for and submit the next trials.
@@ -213,19 +213,19 @@ class _Tick:
         self.record(Requeued(task=key, node=node.key, why=decision.why, exclude=exclude, t=self.clock()))
         self.retrying.add(key)
 
-    def resubmit_out_of_memory(self) -> None:
+    def resubmit_moved(self) -> None:
         """Out of memory: a new job per node for those tasks, with the larger request (the largest
         asked for among them); preempted: a new job per node with the same request. Their
         dependents are revived on the next ticks like a requeue's."""
         if self.bigger:
-            chosen = {n: sorted(t, key=lambda i: -1 if i is None else i) for n, t in self.bigger.items()}
             mem = {n: max(t.values(), key=lambda m: int(m.rstrip("M"))) for n, t in self.bigger.items()}
-            self._resubmit(chosen, "OUT_OF_MEMORY", mem)
+            self._resubmit(self.bigger, "OUT_OF_MEMORY", mem)
         if self.again:
-            chosen = {n: sorted(t, key=lambda i: -1 if i is None else i) for n, t in self.again.items()}
-            self._resubmit(chosen, "PREEMPTED", None)
+            self._resubmit(self.again, "PREEMPTED", None)
 
-    def _resubmit(self, chosen: dict[str, list[int | None]], cause: str, mem: dict[str, str] | None) -> None:
+    def _resubmit(self, tasks: Mapping[str, Iterable[int | None]], cause: str, mem: dict[str, str] | None) -> None:
+        chosen = {n: sorted(t, key=lambda i: -1 if i is None else i) for n, t in tasks.items()}
+
         def refused(node_key: str, exc: CommandError) -> None:
             # Not resubmitted: its tasks still show how they ended, so the next tick tries again.
             self.failed(f"{len(chosen[node_key])} task(s) of {node_key}", node_key, "resubmit", exc)

@@ -51,6 +51,14 @@ def run(
     return store
 
 
+def tick_until_done(store: RunStore, fake: FakeSlurm) -> None:
+    """Advance the fake's clock 3 s at a time and tick, until a tick finds the run over (at most 40)."""
+    for _ in range(40):
+        fake.advance(3)
+        if tick(store, fake).done:
+            return
+
+
 def states(fake: FakeSlurm) -> dict[str, JobState]:
     return {f"{t.spec.name}:{t.index}": t.state for t in fake.tasks.values()}
 
@@ -201,10 +209,7 @@ def test_out_of_memory_is_resubmitted_with_more_memory_and_dependents_follow(tmp
     first = tick(store, fake).actions
     assert [(a.kind, a.mem) for a in first if isinstance(a, Resubmitted)] == [("resubmitted", "1536M")]
     assert len(first) == 1  # 1G x 1.5: still too small
-    for _ in range(40):
-        fake.advance(3)
-        if tick(store, fake).done:
-            break
+    tick_until_done(store, fake)
     events = store.events()
     assert [e.mem for e in events if isinstance(e, Resubmitted)] == ["1536M", "2304M"]
     state = store.state()
@@ -234,10 +239,7 @@ def test_a_preempted_task_is_resubmitted_as_a_new_job_and_dependents_follow(tmp_
     with exit 0, and its afterok dependents never run (seen on 24.11)."""
     fake = FakeSlurm(program=preempted_first(1))
     store = run(tmp_path, fake, RetryPolicy(infra=2))
-    for _ in range(40):
-        fake.advance(3)
-        if tick(store, fake).done:
-            break
+    tick_until_done(store, fake)
     events = store.events()
     moved = [e for e in events if isinstance(e, Resubmitted)]
     assert [(e.indices, e.mem) for e in moved] == [((1,), None)] and moved[0].why.startswith("PREEMPTED")
@@ -254,10 +256,7 @@ def test_a_preempted_task_is_resubmitted_as_a_new_job_and_dependents_follow(tmp_
 def test_a_task_preempted_on_every_new_job_is_given_up_after_its_infra_retries(tmp_path: Path) -> None:
     fake = FakeSlurm(program=preempted_first(9))
     store = run(tmp_path, fake, RetryPolicy(infra=2))
-    for _ in range(40):
-        fake.advance(3)
-        if tick(store, fake).done:
-            break
+    tick_until_done(store, fake)
     events = store.events()
     assert len([e for e in events if isinstance(e, Resubmitted)]) == 2
     gave_up = [e for e in events if isinstance(e, GaveUp)]
