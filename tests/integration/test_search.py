@@ -155,8 +155,10 @@ def test_tpe_reaches_a_better_best_than_random_search_over_three_seeds(mini_clus
 @pytest.mark.smoke
 def test_the_monitor_job_alone_completes_the_study_and_a_kill_loses_nothing(mini_cluster: str, workdir: Path) -> None:
     n = 12
+    # Each trial runs 16 s, so the 8 trials after the first batch need at least 32 s: far more than
+    # the few seconds between seeing 4 told and the kill, even on a loaded machine.
     doc = launch_json(
-        mini_cluster, workdir, "experiment=search_demo", f"search.n_trials={n}", "steps=4", "step_sleep=1"
+        mini_cluster, workdir, "experiment=search_demo", f"search.n_trials={n}", "steps=4", "step_sleep=4"
     )
     run_id, run_dir = str(doc["run_id"]), Path(str(doc["run_dir"]))
     # The researcher's shell is back: no slurmflow process of alice's is left, 4 trials are queued.
