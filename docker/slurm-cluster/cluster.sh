@@ -13,10 +13,24 @@
 # SLURMFLOW_MINI_BASE (base image; default debian:<suite>, built with debootstrap when not present),
 # SLURMFLOW_MINI_NO_CACHE=1 (rebuild every layer: a cold start),
 # SLURMFLOW_MINI_MEMORY (cgroup: enforce --mem with Slurm's cgroup plugins where the host allows,
-# the default; none: no enforcement and no extra capability for the container).
+# the default; none: no enforcement and no extra capability for the container),
+# SLURMFLOW_MINI_GPU_NODES, SLURMFLOW_MINI_GPUS_PER_NODE, SLURMFLOW_MINI_CPU_NODES (the nodes:
+# gpu1..N in partition gpu, cpu1..M in partition cpu; default 2, 4 and 1),
+# SLURMFLOW_MINI_MOUNTS (host folders, colon-separated, mounted read-only at the same path inside).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# From a checkout, the working tree is mounted at /src (jobs run its slurmflow); from an installed
+# wheel (slurmflow/testing/cluster), the installed package is, at /src/slurmflow.
 repo=$(cd "$here/../.." && pwd)
+if [ -f "$repo/pyproject.toml" ]; then
+  src=(-v "$repo:/src:ro")
+  default_shared=$repo/.mini
+else
+  src=(-v "$repo:/src/slurmflow:ro")
+  launcher=$(cd "$repo/.." && pwd)/hydra_plugins/slurmflow_launcher
+  [ -d "$launcher" ] && src+=(-v "$launcher:/src/hydra_plugins/slurmflow_launcher:ro")
+  default_shared=${XDG_CACHE_HOME:-$HOME/.cache}/slurmflow-mini
+fi
 version=${SLURMFLOW_MINI_VERSION:-24.11}
 # The Slurm version is chosen by the Debian suite: no suite carries two Slurm versions.
 # debootstrap_script: the host's debootstrap may predate a suite; "forky" is debootstrapped with the
@@ -34,9 +48,19 @@ name=${SLURMFLOW_MINI_NAME:-$default_name}
 image=${SLURMFLOW_MINI_IMAGE:-slurmflow/mini-cluster:$version}
 base=${SLURMFLOW_MINI_BASE:-debian:$suite}
 local_base=slurmflow/debian:$suite
-shared=${SLURMFLOW_MINI_SHARED:-$repo/.mini}
+shared=${SLURMFLOW_MINI_SHARED:-$default_shared}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 log() { echo "[cluster] $*" >&2; }
+gpu_nodes=${SLURMFLOW_MINI_GPU_NODES:-2} gpus=${SLURMFLOW_MINI_GPUS_PER_NODE:-4} cpu_nodes=${SLURMFLOW_MINI_CPU_NODES:-1}
+for v in gpu_nodes:$gpu_nodes gpus:$gpus cpu_nodes:$cpu_nodes; do
+  case "${v#*:}" in ''|*[!0-9]*) log "${v%%:*}='${v#*:}': expected a whole number"; exit 2;; esac
+done
+if [ $((gpu_nodes + cpu_nodes)) -lt 1 ] || [ $((gpu_nodes + cpu_nodes)) -gt 32 ]; then
+  log "SLURMFLOW_MINI_GPU_NODES + SLURMFLOW_MINI_CPU_NODES = $((gpu_nodes + cpu_nodes)): expected 1 to 32 nodes"; exit 2
+fi
+if [ "$gpus" -lt 1 ] || [ "$gpus" -gt 16 ]; then
+  log "SLURMFLOW_MINI_GPUS_PER_NODE=$gpus: expected 1 to 16"; exit 2
+fi
 
 ensure_docker() {
   docker info >/dev/null 2>&1 && return 0
@@ -75,26 +99,30 @@ ensure_base() {
 
 build() {
   local b; b=$(ensure_base)
-  mkdir -p "$here/.build"
+  # An installed copy may be read-only: build from a copy of it then (the layers are cached by content).
+  local ctx=$here
+  if [ ! -w "$here" ]; then ctx=$(mktemp -d); cp -r "$here/." "$ctx"; fi
+  mkdir -p "$ctx/.build"
   local ca; ca=$(python3 -c 'import ssl; print(ssl.get_default_verify_paths().cafile or "")' 2>/dev/null || true)
   for f in "${PIP_CERT:-}" "${SSL_CERT_FILE:-}" "$ca" /etc/ssl/certs/ca-certificates.crt; do
-    [ -n "$f" ] && [ -s "$f" ] && { cp "$f" "$here/.build/host-ca.crt"; break; }
+    [ -n "$f" ] && [ -s "$f" ] && { cp "$f" "$ctx/.build/host-ca.crt"; break; }
   done
-  [ -s "$here/.build/host-ca.crt" ] || : > "$here/.build/host-ca.crt"
+  [ -s "$ctx/.build/host-ca.crt" ] || : > "$ctx/.build/host-ca.crt"
   log "building $image from $b"
   local t0=$SECONDS
   # Host networking for the build only: apt and pip fetch packages; the cluster itself runs offline.
   # --force-rm: the legacy builder otherwise leaves the container of a failed step behind.
   local nocache=(); [ -n "${SLURMFLOW_MINI_NO_CACHE:-}" ] && nocache=(--no-cache)
   docker build -q --force-rm "${nocache[@]}" --network host --build-arg "BASE_IMAGE=$b" \
-    --build-arg "SLURM_VERSION=$version" -t "$image" "$here" >/dev/null
+    --build-arg "SLURM_VERSION=$version" -t "$image" "$ctx" >/dev/null
   log "image $image built in $((SECONDS - t0)) s"
 }
 
 dump() {
   echo "===== docker ps"; docker ps -a --filter "name=^${name}$" || true
   echo "===== container output"; docker logs --tail 100 "$name" 2>&1 || true
-  for f in slurmctld slurmdbd slurmd-gpu1 slurmd-gpu2 slurmd-cpu1; do
+  local f
+  for f in slurmctld slurmdbd $(docker exec "$name" sh -c 'sed "s/^/slurmd-/" /run/cluster-nodes' 2>/dev/null); do
     echo "===== $f.log (tail)"; docker exec "$name" tail -n 60 "/var/log/slurm/$f.log" 2>&1 || true
   done
   echo "===== sinfo"; docker exec "$name" sinfo -N -l 2>&1 || true
@@ -111,13 +139,26 @@ up() {
   # for its address lookups, and the daemons talk to each other only inside the container.
   docker network inspect "$name-net" >/dev/null 2>&1 || docker network create --internal "$name-net" >/dev/null
   # CAP_SYS_ADMIN (not --privileged) lets start-cluster mount the container's own cgroups writable
-  # for Slurm's memory enforcement; apparmor's default profile would refuse the mounts.
-  local caps=(--cap-add SYS_ADMIN --security-opt apparmor=unconfined)
+  # for Slurm's memory and device enforcement; apparmor's default profile would refuse the mounts.
+  # One device rule per fake GPU (major 195, NVIDIA's; minors 0..N-1) lets Slurm grant a job its
+  # GPUs in the job's devices cgroup and deny it the others (ConstrainDevices): Docker's default rules
+  # only allow creating such device files, and a wildcard rule could not be narrowed per job.
+  local caps=(--cap-add SYS_ADMIN --security-opt apparmor=unconfined) minor
+  for minor in $(seq 0 $((gpu_nodes * gpus - 1))); do caps+=(--device-cgroup-rule "c 195:$minor rwm"); done
   [ "${SLURMFLOW_MINI_MEMORY:-cgroup}" = cgroup ] || caps=()
+  local mounts=() m
+  IFS=: read -r -a extra <<< "${SLURMFLOW_MINI_MOUNTS:-}"
+  for m in "${extra[@]}"; do
+    [ -n "$m" ] || continue
+    [ -d "$m" ] || { log "SLURMFLOW_MINI_MOUNTS: $m is not a folder"; exit 2; }
+    m=$(cd "$m" && pwd); mounts+=(-v "$m:$m:ro")
+  done
   docker run -d --name "$name" --hostname mini --network "$name-net" "${caps[@]}" \
     -e "SLURMFLOW_MINI_MEMORY=${SLURMFLOW_MINI_MEMORY:-cgroup}" \
-    -v "$repo:/src:ro" -v "$shared:$shared" \
-    --label org.slurmflow.mini=1 "$image" >/dev/null
+    -e "SLURMFLOW_MINI_GPU_NODES=$gpu_nodes" -e "SLURMFLOW_MINI_GPUS_PER_NODE=$gpus" \
+    -e "SLURMFLOW_MINI_CPU_NODES=$cpu_nodes" \
+    "${src[@]}" -v "$shared:$shared" "${mounts[@]}" \
+    --label org.slurmflow.mini=1 --label "org.slurmflow.mini.shared=$shared" "$image" >/dev/null
   if ! docker exec "$name" cluster-ready --wait "${SLURMFLOW_MINI_TIMEOUT:-180}"; then
     log "cluster did not become ready"; dump >&2; exit 1
   fi
@@ -146,5 +187,5 @@ case "${1:-}" in
     shift; user=alice
     if [ "${1:-}" = -u ]; then user=$2; shift 2; fi
     exec docker exec -i -u "$user" "$name" "$@";;
-  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2;;
+  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2;;
 esac
