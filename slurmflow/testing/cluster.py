@@ -364,12 +364,30 @@ class MiniCluster:
 
     def wait(self, *job_ids: int | str, timeout_s: float = 300, poll_s: float = 1.0) -> list[Accounted]:
         """Wait until every job (every task of an array) has left the queue and its accounting row
-        says how it ended; return those rows. Raises ClusterError on timeout with what is still open."""
+        says how it ended; return those rows. Raises ClusterError on timeout with what is still open.
+
+        slurmdbd records an array's tasks a moment after they end, and the task that ran under the
+        array's own id may show first as the bare id: so every task seen in the queue must be in
+        accounting, and the rows must read the same on two polls in a row."""
         deadline = time.monotonic() + timeout_s
+        seen: set[str] = set()
+        previous: list[tuple[str, str]] | None = None
         while True:
-            rows = [] if self.queued(*job_ids) else self.sacct(*job_ids)
-            if rows and all(r.state in FINAL_STATES for r in rows):
+            queued = self.queued(*job_ids)
+            seen.update(q for q in queued if "[" not in q)
+            rows = [] if queued else self.sacct(*job_ids)
+            ids = {r.job_id for r in rows}
+            arrays = {i.split("_")[0] for i in ids if "_" in i}
+            settled = (
+                bool(rows)
+                and all(r.state in FINAL_STATES for r in rows)
+                and seen <= ids
+                and not any(i in arrays for i in ids)  # a task still shown under the bare array id
+            )
+            snapshot = sorted((r.job_id, r.state) for r in rows)
+            if settled and snapshot == previous:
                 return rows
+            previous = snapshot if settled else None
             if time.monotonic() > deadline:
                 states = {r.job_id: r.state for r in self.sacct(*job_ids)}
                 raise ClusterError(

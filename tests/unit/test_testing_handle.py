@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from slurmflow.testing import ClusterError, MiniCluster, Spec, cluster_dir
+from slurmflow.testing import Accounted, ClusterError, MiniCluster, Spec, cluster_dir
 
 
 def test_the_default_spec_names_the_cluster_cluster_sh_starts() -> None:
@@ -87,3 +87,38 @@ def test_limits_nodes_and_ids_are_checked_before_anything_runs() -> None:
         with pytest.raises(ClusterError):
             bad()
         assert len(handle.calls) == calls  # refused before any command ran
+
+
+class Scripted(MiniCluster):
+    """squeue and sacct answers in order, as a just-ended array shows them on 22.05."""
+
+    def __init__(self, queue: list[list[str]], accounting: list[list[tuple[str, str]]]) -> None:
+        super().__init__(Spec(), Path("/work"), started=False)
+        self.queue, self.accounting = queue, accounting
+
+    def queued(self, *job_ids: int | str) -> list[str]:
+        return self.queue.pop(0) if len(self.queue) > 1 else self.queue[0]
+
+    def sacct(self, *job_ids: int | str, fields: object = (), duplicates: bool = False) -> list[Accounted]:
+        rows = self.accounting.pop(0) if len(self.accounting) > 1 else self.accounting[0]
+        return [Accounted(j, s, "0:0", "cpu1") for j, s in rows]
+
+
+def test_wait_returns_an_array_only_once_accounting_holds_every_task_it_was_seen_with() -> None:
+    handle = Scripted(
+        queue=[["7_0", "7_1", "7_2"], []],
+        accounting=[
+            [("7", "COMPLETED")],  # the task that ran under the array's own id, before slurmdbd split it
+            [("7_0", "COMPLETED"), ("7_2", "COMPLETED")],  # task 1 not recorded yet
+            [("7_0", "COMPLETED"), ("7_1", "COMPLETED"), ("7_2", "COMPLETED")],
+        ],
+    )
+    rows = handle.wait(7, poll_s=0)
+    assert [r.job_id for r in rows] == ["7_0", "7_1", "7_2"]
+    assert handle.accounting == [[("7_0", "COMPLETED"), ("7_1", "COMPLETED"), ("7_2", "COMPLETED")]]
+
+
+def test_wait_gives_up_naming_what_is_still_open() -> None:
+    handle = Scripted(queue=[["8"]], accounting=[[("8", "RUNNING")]])
+    with pytest.raises(ClusterError, match=r"jobs 8 did not end within 0 s: \{'8': 'RUNNING'\}"):
+        handle.wait(8, timeout_s=0, poll_s=0)
