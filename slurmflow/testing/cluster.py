@@ -223,26 +223,23 @@ class MiniCluster:
         """Remove the container, if this handle started it."""
         if not self.started:
             return
-        subprocess.run(
-            ["bash", str(cluster_dir() / "cluster.sh"), "down"],
-            env={**os.environ, **self.spec.environment()},
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=300,
-        )
+        self._cluster_sh("down")
 
     def logs(self) -> str:
         """The daemons' logs, sinfo, squeue and sacct: what to print when a test fails."""
-        done = subprocess.run(
-            ["bash", str(cluster_dir() / "cluster.sh"), "logs"],
+        done = self._cluster_sh("logs")
+        return done.stdout + done.stderr
+
+    def _cluster_sh(self, word: str) -> subprocess.CompletedProcess[str]:
+        """cluster.sh WORD for this cluster (its name, version and shape in the environment)."""
+        return subprocess.run(
+            ["bash", str(cluster_dir() / "cluster.sh"), word],
             env={**os.environ, **self.spec.environment()},
             capture_output=True,
             text=True,
             check=False,
             timeout=300,
         )
-        return done.stdout + done.stderr
 
     # --- commands --------------------------------------------------------------------------------
 
